@@ -1,0 +1,92 @@
+"""What the runtime and every LLM backend agree on: a request, a response, a backend.
+
+Inside one agent's step, LLM calls form a sequential chain (perceive -> retrieve -> plan), so a
+request is identified by (agent, step, index in chain). Priority is the agent's step: the
+smallest step is the furthest behind and gates the most others, so it goes first.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """One LLM call.
+
+    prompt / messages: completion-style text or chat messages (one of them, or neither for
+    trace replay on the simulated backend). input_tokens / output_tokens: known token counts
+    for trace replay (the simulated backend uses them; real backends fix the output length with
+    max_tokens + ignore_eos when `output_tokens` is set).
+    """
+
+    agent: str
+    step: int
+    index: int = 0
+    prompt: str | None = None
+    messages: tuple[dict, ...] | None = None
+    max_tokens: int = 64
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    temperature: float = 0.0
+    model: str | None = None
+    priority: int | None = None
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def effective_priority(self) -> int:
+        """Smaller runs first; defaults to the agent's step."""
+        return self.step if self.priority is None else self.priority
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.agent, self.step, self.index)
+
+
+@dataclass
+class LLMResponse:
+    """The answer to one LLMRequest. `start`/`end` are event-loop times (virtual or wall)."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    start: float = 0.0
+    end: float = 0.0
+    retries: int = 0
+    endpoint: str = ""
+
+    @property
+    def latency(self) -> float:
+        return self.end - self.start
+
+
+class BackendError(Exception):
+    """A backend failed for good (non-retryable error, or retries exhausted)."""
+
+    def __init__(self, message: str, request: LLMRequest | None = None, retryable: bool = False):
+        super().__init__(message)
+        self.request = request
+        self.retryable = retryable
+
+
+class Backend(abc.ABC):
+    """An LLM server as the runtime sees it.
+
+    `virtual_time` True means the backend's latencies are simulated on the event loop's clock,
+    so the runtime must run under the virtual clock (see `metropolis_env.clock`).
+    """
+
+    virtual_time: bool = False
+
+    @abc.abstractmethod
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        """Serve one request; retries transient faults itself; raises BackendError otherwise."""
+
+    async def aclose(self) -> None:
+        """Release connections, stop servers."""
+
+    def stats(self) -> dict[str, Any]:
+        """Backend-specific metrics for the run report (e.g. GPU busy share, retries)."""
+        return {}

@@ -1,0 +1,32 @@
+"""Hazard-distance bounds: how far apart two agents are, in moves, from perceiving each other.
+
+A bound is what the tracker's rules (see `rules.py`) are evaluated with. Contract of a bound:
+- `hazard(a, b)` is a lower bound on the number of moves (both agents' together, each at most
+  `max_vel` tiles per step) before an agent on tile `a` and one on tile `b` could perceive each
+  other; 0 when they may perceive each other now.
+- it is never smaller than the box value `max(0, chebyshev(a, b) - radius_p)`, so that
+  searching the spatial index with `search_radius(h)` finds every agent whose hazard is <= h.
+"""
+
+from __future__ import annotations
+
+from .rules import box_hazard
+from .world import Tile
+
+
+class BoxBound:
+    """The paper's bound: Chebyshev distance minus the perception radius."""
+
+    name = "box"
+
+    def __init__(self, radius_p: int):
+        self.radius_p = int(radius_p)
+
+    def hazard(self, a: Tile, b: Tile) -> int:
+        d = abs(a[0] - b[0])
+        dy = abs(a[1] - b[1])
+        return box_hazard(d if d > dy else dy, self.radius_p)
+
+    def search_radius(self, h: int) -> int:
+        """Chebyshev radius that holds every tile whose hazard to the centre is <= h."""
+        return self.radius_p + h

@@ -1,0 +1,587 @@
+"""AsyncParallelEnv: a PettingZoo-shaped environment whose agents advance out of order.
+
+Instead of one global `step()` that moves every agent, any subset of *ready* agents submits an
+action; an agent's action takes effect when its whole cluster (agents coupled with it) has
+submitted. The dependency tracker decides readiness so that every agent observes exactly what it
+would observe under global-step execution (see `rules.py` and DESIGN semantics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import spaces as msp
+from .bounds import BoxBound
+from .errors import (AgentDoneError, AgentNotReadyError, ConfigError, InvalidActionError,
+                     InvalidActionsError, ResetNeededError, UnknownAgentError)
+from .tracker import Blocker, DependencyTracker
+from .world import Tile, TileMap
+
+
+@dataclass
+class DependencyStats:
+    """Dependency counters over all committed agent-steps (the paper's measures).
+
+    true_deps: agents actually perceived, itself included (summed per agent-step).
+    tracker_deps: agents the tracker made it wait for, blocked by or coupled with, itself
+    included (global sync would make this the agent count).
+    free_steps: agent-steps that were ready the moment the previous one committed.
+    """
+
+    agent_steps: int = 0
+    true_deps: int = 0
+    tracker_deps: int = 0
+    free_steps: int = 0
+
+    @property
+    def true_per_step(self) -> float:
+        return self.true_deps / self.agent_steps if self.agent_steps else 0.0
+
+    @property
+    def tracker_per_step(self) -> float:
+        return self.tracker_deps / self.agent_steps if self.agent_steps else 0.0
+
+    @property
+    def free_share(self) -> float:
+        return self.free_steps / self.agent_steps if self.agent_steps else 0.0
+
+
+class AsyncParallelEnv:
+    """Out-of-order multi-agent environment on a tile map.
+
+    Build it with `metropolis_env.make(...)`. Driving loop::
+
+        ready, infos = env.reset(seed=0)
+        while ready:
+            ready = env.step({a: policy(o) for a, o in ready.items()})[0]
+
+    `step` accepts any subset of ready agents and returns PettingZoo-shaped dicts keyed by the
+    agents that *became ready* through the call (each with its final observation for its next
+    step). Agents keep their own step counter (`agent_step`, `steps`); an agent is truncated
+    when it reaches `max_steps`.
+    """
+
+    metadata = {"render_modes": ["ansi"], "name": "metropolis_v0", "is_parallelizable": True}
+
+    def __init__(self, world: TileMap, agents: Sequence[str], start_tiles: Sequence[Tile] | None = None,
+                 *, radius_p: int = 4, max_vel: int = 1, max_steps: int = 8640,
+                 perception: str = "box", seed: int | None = 0, render_mode: str | None = None,
+                 bound: Any = "box"):
+        _check_int("radius_p", radius_p, 0)
+        _check_int("max_vel", max_vel, 1)
+        _check_int("max_steps", max_steps, 1)
+        if perception not in ("box", "arena"):
+            raise ConfigError(f"perception must be 'box' or 'arena', got {perception!r}")
+        if render_mode not in (None, "ansi"):
+            raise ConfigError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+        names = list(agents)
+        if not names:
+            raise ConfigError("an environment needs at least one agent")
+        for a in names:
+            if not isinstance(a, str) or not a or len(a) > msp.NAME_MAX or msp.bad_chars(a):
+                raise ConfigError(f"agent names must be non-empty strings of at most {msp.NAME_MAX} "
+                                  f"characters from spaces.CHARSET, got {a!r}")
+        dupes = sorted({a for a in names if names.count(a) > 1})
+        if dupes:
+            raise ConfigError(f"duplicate agent names {dupes}: every agent needs its own name")
+        if start_tiles is not None:
+            if len(start_tiles) != len(names):
+                raise ConfigError(f"{len(names)} agents but {len(start_tiles)} start tiles")
+            start_tiles = [_check_start(world, a, t) for a, t in zip(names, start_tiles)]
+        walkable = int(world.walkable.sum())
+        if start_tiles is None and walkable == 0:
+            raise ConfigError(f"map {world.name} has no walkable tile to spawn agents on")
+
+        self.world = world
+        self.radius_p = int(radius_p)
+        self.max_vel = int(max_vel)
+        self.max_steps = int(max_steps)
+        self.perception = perception
+        self.render_mode = render_mode
+        self.seed = seed
+        self.possible_agents: list[str] = names
+        self._index = {a: i for i, a in enumerate(names)}
+        self._start_tiles = start_tiles
+        self._bound = _make_bound(bound, self)
+        self._offsets = msp.move_offsets(self.max_vel)
+        self._stay = msp.stay_index(self.max_vel)
+        self._obs_space = msp.observation_space(world.width, world.height, self.max_steps, self.max_vel)
+        self._act_space = msp.action_space(self.max_vel)
+        self._tracker: DependencyTracker | None = None
+        self.agents: list[str] = []
+
+    # -- PettingZoo surface ----------------------------------------------------------------
+
+    def observation_space(self, agent: str):
+        self._idx(agent)
+        return self._obs_space
+
+    def action_space(self, agent: str):
+        self._idx(agent)
+        return self._act_space
+
+    @property
+    def num_agents(self) -> int:
+        return len(self.agents)
+
+    @property
+    def max_num_agents(self) -> int:
+        return len(self.possible_agents)
+
+    @property
+    def unwrapped(self) -> "AsyncParallelEnv":
+        return self
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        """Put every agent at step 0 on its start tile; all agents are ready.
+
+        Start tiles given to `make` are fixed; otherwise agents spawn on distinct random walkable
+        tiles drawn from `seed` (or the env's seed). Returns (observations, infos) of all agents.
+        """
+        if seed is not None:
+            _check_int("seed", seed, 0)
+        n = len(self.possible_agents)
+        if self._start_tiles is not None:
+            start = list(self._start_tiles)
+        else:
+            tiles = self.world.walkable_tiles()
+            rng = np.random.default_rng(self.seed if seed is None else seed)
+            pick = rng.choice(len(tiles), size=n, replace=n > len(tiles))
+            start = [(int(tiles[k][0]), int(tiles[k][1])) for k in pick]
+        self._activity = [""] * n
+        self._utterance = [""] * n
+        self._done = [False] * n
+        self._move_result = ["reset"] * n
+        self._ready: dict[int, tuple[int, ...]] = {}
+        self._pending: dict[tuple[int, ...], dict[int, tuple[int, str | None, str]]] = {}
+        self._free_start = [True] * n
+        self._n_perceived = [0] * n
+        self.stats = DependencyStats()
+        self._tracker = DependencyTracker(start, self.max_vel, self._bound)
+        self.agents = list(self.possible_agents)
+        became = self._register_ready(range(n), set(range(n)))
+        obs, infos = self._emit(became)
+        return obs, infos
+
+    def step(self, actions: Mapping[str, Any]):
+        """Submit actions of ready agents; commit every cluster whose members have all submitted.
+
+        Returns (observations, rewards, terminations, truncations, infos) keyed by the agents
+        that became ready through this call (they may act next), plus agents that reached
+        `max_steps` (truncated, final observation). Rewards are 0.0 (the world defines none).
+        Raises a MetropolisError and changes nothing if any action is invalid.
+        """
+        tr = self._require_reset()
+        if not isinstance(actions, Mapping):
+            raise InvalidActionsError(
+                f"step() takes a dict {{agent: action}}, got {type(actions).__name__}; "
+                f"submit e.g. {{agent: env.move_to(agent, tile)}} for agents in env.ready_agents()")
+        parsed: dict[int, tuple[int, str | None, str]] = {}
+        for agent, action in actions.items():
+            i = self._idx(agent)
+            self._check_may_submit(i)
+            parsed[i] = self._parse_action(i, action)
+        # Everything is valid: from here on nothing raises.
+        complete: list[tuple[int, ...]] = []
+        for i, act in parsed.items():
+            cl = self._ready[i]
+            sub = self._pending.setdefault(cl, {})
+            sub[i] = act
+            if len(sub) == len(cl):
+                complete.append(cl)
+        candidates: set[int] = set()
+        committed: set[int] = set()
+        for cl in complete:
+            candidates |= self._commit(cl, self._pending.pop(cl))
+            committed.update(cl)
+        became = self._register_ready(sorted(candidates), committed)
+        names = self.possible_agents
+        obs, infos = self._emit(became)
+        rewards = {names[i]: 0.0 for i in became}
+        terms = {names[i]: False for i in became}
+        truncs = {names[i]: self._done[i] for i in became}
+        if any(self._done[i] for i in became):
+            self.agents = [a for a, d in zip(names, self._done) if not d]
+        return obs, rewards, terms, truncs, infos
+
+    def render(self) -> str | None:
+        """With render_mode "ansi": the map with agents and a table of steps and clusters."""
+        if self.render_mode != "ansi":
+            return None
+        from .render import render_ansi
+        return render_ansi(self)
+
+    def close(self) -> None:
+        pass
+
+    # -- out-of-order surface --------------------------------------------------------------
+
+    def ready_agents(self) -> list[str]:
+        """Agents that may act now and have not submitted yet, smallest step first."""
+        self._require_reset()
+        pend = self._pending
+        step = self._tracker.step
+        out = [i for i, cl in self._ready.items() if i not in pend.get(cl, ())]
+        out.sort(key=lambda i: (step[i], i))
+        return [self.possible_agents[i] for i in out]
+
+    def clusters(self) -> list[list[str]]:
+        """Ready clusters (agents that must be submitted together), smallest step first."""
+        self._require_reset()
+        seen = {}
+        for cl in self._ready.values():
+            seen[cl] = None
+        step = self._tracker.step
+        return [[self.possible_agents[i] for i in cl] for cl in sorted(seen, key=lambda c: (step[c[0]], c))]
+
+    def cluster(self, agent: str) -> list[str]:
+        """The agents coupled with `agent` at its step (itself included)."""
+        tr = self._require_reset()
+        return [self.possible_agents[j] for j in tr.cluster_of(self._idx(agent))]
+
+    def is_ready(self, agent: str) -> bool:
+        """Whether `agent`'s next observation is final (its cluster may act)."""
+        self._require_reset()
+        return self._idx(agent) in self._ready
+
+    def observe(self, agent: str) -> dict:
+        """The current observation of a ready agent (the one `step`/`reset` returned for it)."""
+        self._require_reset()
+        i = self._idx(agent)
+        if i not in self._ready and not self._done[i]:
+            raise AgentNotReadyError(self._not_ready_message(i, "its observation is not final yet"))
+        return self._observe(i)
+
+    def agent_step(self, agent: str) -> int:
+        """The step `agent` will compute next (== steps taken so far)."""
+        return self._require_reset().step[self._idx(agent)]
+
+    @property
+    def steps(self) -> dict[str, int]:
+        tr = self._require_reset()
+        return dict(zip(self.possible_agents, tr.step))
+
+    @property
+    def positions(self) -> dict[str, Tile]:
+        tr = self._require_reset()
+        return dict(zip(self.possible_agents, tr.pos))
+
+    def blocked_by(self, agent: str) -> list[dict]:
+        """Who holds `agent` back and by which rule ([] when it may act).
+
+        Each entry: `{"agent", "rule", "gap", "hazard"}` with rule "blocked" (that agent is
+        `gap` steps behind and could still come within perception), "cluster" (a coupled agent
+        at its step that is itself blocked) or "submission" (a cluster mate that has not
+        submitted yet).
+        """
+        tr = self._require_reset()
+        i = self._idx(agent)
+        if i in self._ready:
+            cl = self._ready[i]
+            sub = self._pending.get(cl, {})
+            if i not in sub:
+                return []
+            rows = [Blocker(j, "submission", 0, self._bound.hazard(tr.pos[i], tr.pos[j]))
+                    for j in cl if j not in sub]
+        else:
+            rows = tr.blocked_by(i)
+        return [{"agent": self.possible_agents[b.other], "rule": b.rule, "gap": b.gap, "hazard": b.hazard}
+                for b in rows]
+
+    def move_to(self, agent: str, tile: Tile) -> dict:
+        """A legal action taking `agent` one step along a shortest walk to `tile` (stay if there).
+
+        Raises InvalidActionError if the tile is not walkable or cannot be reached.
+        """
+        tr = self._require_reset()
+        i = self._idx(agent)
+        try:
+            target = (int(tile[0]), int(tile[1]))
+        except (TypeError, ValueError, IndexError):
+            raise InvalidActionError(f"move_to({agent!r}, {tile!r}): the tile must be (x, y) integers") from None
+        if not self.world.is_walkable(target):
+            raise InvalidActionError(f"move_to({agent!r}, {target}): that tile is blocked or off the "
+                                     f"{self.world.width}x{self.world.height} map; pick a walkable tile")
+        field = self.world.distance_field(target, self.max_vel)
+        x, y = tr.pos[i]
+        here = int(field[y, x])
+        if here < 0:
+            raise InvalidActionError(f"move_to({agent!r}, {target}): no walkable path from {(x, y)} "
+                                     f"(agent at step {tr.step[i]}); pick a reachable tile")
+        best, best_d = self._stay, here
+        w, h = self.world.width, self.world.height
+        for k, (dx, dy) in enumerate(self._offsets):
+            nx, ny = x + dx, y + dy
+            if 0 <= nx < w and 0 <= ny < h:
+                d = int(field[ny, nx])
+                if 0 <= d < best_d:
+                    best, best_d = k, d
+        return {"move": best}
+
+    def legal_moves(self, agent: str) -> np.ndarray:
+        """The int8 action mask of `agent` at its current tile."""
+        tr = self._require_reset()
+        return self._mask(tr.pos[self._idx(agent)])
+
+    def snapshot(self) -> dict:
+        """A plain-data copy of the whole mutable state (for tests and checkpoints)."""
+        tr = self._require_reset()
+        return {
+            "agents": list(self.agents),
+            "pos": list(tr.pos), "step": list(tr.step),
+            "activity": list(self._activity), "utterance": list(self._utterance),
+            "done": list(self._done), "move_result": list(self._move_result),
+            "ready": dict(self._ready),
+            "pending": {cl: dict(sub) for cl, sub in self._pending.items()},
+            "blockers": [frozenset(s) for s in tr.blockers],
+            "blocks": [frozenset(s) for s in tr.blocks],
+            "coupled": [frozenset(s) for s in tr.coupled],
+            "stats": DependencyStats(**vars(self.stats)),
+        }
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _require_reset(self) -> DependencyTracker:
+        if self._tracker is None:
+            raise ResetNeededError("call env.reset(seed=...) before using the environment")
+        return self._tracker
+
+    def _idx(self, agent: Any) -> int:
+        try:
+            return self._index[agent]
+        except (KeyError, TypeError):
+            near = ", ".join(repr(a) for a in self.possible_agents[:5])
+            more = ", ..." if len(self.possible_agents) > 5 else ""
+            raise UnknownAgentError(f"unknown agent {agent!r}: this env's agents are {near}{more} "
+                                    f"(see env.possible_agents)") from None
+
+    def _check_may_submit(self, i: int) -> None:
+        name = self.possible_agents[i]
+        tr = self._tracker
+        if self._done[i]:
+            raise AgentDoneError(f"agent {name!r} is truncated at step {tr.step[i]} (max_steps="
+                                 f"{self.max_steps}); it takes no more actions: drop it from the dict")
+        cl = self._ready.get(i)
+        if cl is None:
+            raise AgentNotReadyError(self._not_ready_message(i, "it may not act yet"))
+        if i in self._pending.get(cl, ()):
+            waiting = [self.possible_agents[j] for j in cl if j not in self._pending[cl]]
+            raise AgentNotReadyError(
+                f"agent {name!r} already submitted its action for step {tr.step[i]}; it waits for "
+                f"its cluster mates {waiting} to submit theirs, then appears again in a step() result")
+
+    def _not_ready_message(self, i: int, what: str) -> str:
+        tr = self._tracker
+        rows = tr.blocked_by(i)[:3]
+        why = "; ".join(f"{self.possible_agents[b.other]!r} ({b.rule}, {b.gap} steps behind)"
+                        if b.rule == "blocked" else f"{self.possible_agents[b.other]!r} ({b.rule})"
+                        for b in rows)
+        return (f"agent {self.possible_agents[i]!r} is not ready at step {tr.step[i]}: {what}; held back by "
+                f"{why or 'nothing (internal error)'}. Submit only agents in env.ready_agents(); "
+                f"env.blocked_by(agent) explains the wait")
+
+    def _parse_action(self, i: int, action: Any) -> tuple[int, str | None, str]:
+        """(move index, new activity or None to keep, utterance) of a valid action."""
+        name, step = self.possible_agents[i], self._tracker.step[i]
+        where = f"action of agent {name!r} at step {step}"
+        activity: str | None = None
+        utterance = ""
+        if isinstance(action, Mapping):
+            extra = set(action) - {"move", "activity", "utterance"}
+            if extra:
+                raise InvalidActionError(f"{where} has unknown keys {sorted(map(str, extra))}; "
+                                         f"allowed: 'move', 'activity', 'utterance'")
+            if "move" not in action:
+                raise InvalidActionError(f"{where} needs a 'move' (an int in 0..{len(self._offsets) - 1}; "
+                                         f"{self._stay} stays put)")
+            move = action["move"]
+            if action.get("activity") is not None:
+                activity = self._check_text(where, "activity", action["activity"])
+            if action.get("utterance") is not None:
+                utterance = self._check_text(where, "utterance", action["utterance"])
+        else:
+            move = action
+        if isinstance(move, np.ndarray) and move.shape == ():
+            move = move.item()
+        if isinstance(move, bool) or not isinstance(move, (int, np.integer)):
+            raise InvalidActionError(f"{where}: 'move' must be an int, got {type(move).__name__} {move!r}; "
+                                     f"use env.move_to(agent, tile) to get one")
+        if not 0 <= int(move) < len(self._offsets):
+            raise InvalidActionError(f"{where}: move {int(move)} is out of range 0..{len(self._offsets) - 1} "
+                                     f"(offsets within max_vel={self.max_vel}; {self._stay} stays put)")
+        return int(move), activity, utterance
+
+    @staticmethod
+    def _check_text(where: str, key: str, text: Any) -> str:
+        if not isinstance(text, str):
+            raise InvalidActionError(f"{where}: {key!r} must be a str, got {type(text).__name__}")
+        if len(text) > msp.TEXT_MAX:
+            raise InvalidActionError(f"{where}: {key!r} has {len(text)} characters, at most {msp.TEXT_MAX}; "
+                                     f"shorten it (metropolis_env.sanitize_text cuts and cleans)")
+        bad = msp.bad_chars(text)
+        if bad:
+            raise InvalidActionError(f"{where}: {key!r} holds characters outside the text charset "
+                                     f"{bad[:5]!r}; clean it with metropolis_env.sanitize_text")
+        return text
+
+    def _commit(self, cl: tuple[int, ...], sub: dict[int, tuple[int, str | None, str]]) -> set[int]:
+        tr = self._tracker
+        world = self.world
+        new_pos = []
+        stats = self.stats
+        n_cl = len(cl)
+        for m in cl:
+            move, activity, utterance = sub[m]
+            x, y = tr.pos[m]
+            dx, dy = self._offsets[move]
+            target = (x + dx, y + dy)
+            if (dx, dy) == (0, 0):
+                self._move_result[m] = "stayed"
+            elif not world.in_bounds(target):
+                self._move_result[m], target = "off_map", (x, y)
+            elif not world.walkable[target[1], target[0]]:
+                self._move_result[m], target = "blocked_tile", (x, y)
+            else:
+                self._move_result[m] = "moved"
+            new_pos.append(target)
+            if activity is not None:
+                self._activity[m] = activity
+            self._utterance[m] = utterance
+            stats.agent_steps += 1
+            stats.true_deps += 1 + self._n_perceived[m]
+            stats.tracker_deps += n_cl + tr.initial_blockers[m]
+            stats.free_steps += self._free_start[m]
+            del self._ready[m]
+        return tr.commit(cl, new_pos)
+
+    def _register_ready(self, candidates, committed: set[int]) -> list[int]:
+        """Register the ready clusters among `candidates`; returns the agents that became ready
+        (done agents included: that is when their final observation is due)."""
+        tr = self._tracker
+        became: list[int] = []
+        for c in candidates:
+            if c in self._ready or self._done[c]:
+                continue
+            cl = tr.ready_cluster(c)
+            if cl is None:
+                continue
+            cl = tuple(cl)
+            for m in cl:
+                if self._done[m] or m in self._ready:
+                    continue
+                if tr.step[m] >= self.max_steps:
+                    self._done[m] = True
+                else:
+                    self._ready[m] = cl
+                # Ready in the same call that committed its previous step: it never waited.
+                self._free_start[m] = m in committed and not tr.initial_blockers[m]
+                became.append(m)
+        became.sort()
+        return became
+
+    def _perceived(self, i: int) -> list[int]:
+        tr = self._tracker
+        p = tr.pos[i]
+        r = self.radius_p
+        zone = self.world.zone
+        same_zone = self.perception == "arena"
+        zi = zone[p[1], p[0]]
+        out = []
+        for j in tr._near(p, r):
+            if j == i:
+                continue
+            q = tr.pos[j]
+            if abs(q[0] - p[0]) <= r and abs(q[1] - p[1]) <= r and (not same_zone or zone[q[1], q[0]] == zi):
+                out.append(j)
+        out.sort()
+        return out
+
+    def _mask(self, p: Tile) -> np.ndarray:
+        return _move_mask(self.world, p, self.max_vel)
+
+    def _emit(self, agents: list[int]) -> tuple[dict, dict]:
+        """Observations and infos of agents that just became ready."""
+        names = self.possible_agents
+        obs, infos = {}, {}
+        for i in agents:
+            perceived = self._perceived(i)
+            self._n_perceived[i] = len(perceived)
+            obs[names[i]] = self._observe(i, perceived)
+            infos[names[i]] = self._info(i, perceived)
+        return obs, infos
+
+    def _observe(self, i: int, perceived: list[int] | None = None) -> dict:
+        tr = self._tracker
+        names = self.possible_agents
+        p = tr.pos[i]
+        if perceived is None:
+            perceived = self._perceived(i)
+        return {
+            "position": np.array(p, dtype=np.int64),
+            "step": tr.step[i],
+            "location": self.world.location(p),
+            "activity": self._activity[i],
+            "utterance": self._utterance[i],
+            "perceived": tuple({"name": names[j], "position": np.array(tr.pos[j], dtype=np.int64),
+                                "activity": self._activity[j], "utterance": self._utterance[j]}
+                               for j in perceived),
+            "action_mask": self._mask(p),
+        }
+
+    def _info(self, i: int, perceived: list[int]) -> dict:
+        names = self.possible_agents
+        return {
+            "step": self._tracker.step[i],
+            "perceived": [names[j] for j in perceived],
+            "move_result": self._move_result[i],
+        }
+
+
+def _move_mask(world: TileMap, p: Tile, max_vel: int) -> np.ndarray:
+    mask = _mask_cached(world, p, max_vel)
+    return mask.copy()
+
+
+@lru_cache(maxsize=65536)
+def _mask_cached(world: TileMap, p: Tile, max_vel: int) -> np.ndarray:
+    x, y = p
+    w, h = world.width, world.height
+    walk = world.walkable
+    return np.array([1 if 0 <= x + dx < w and 0 <= y + dy < h and walk[y + dy, x + dx] else 0
+                     for dx, dy in msp.move_offsets(max_vel)], dtype=np.int8)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _check_start(world: TileMap, agent: str, tile: Any) -> Tile:
+    try:
+        x, y = int(tile[0]), int(tile[1])
+        if len(tile) != 2:
+            raise ValueError
+    except (TypeError, ValueError, IndexError):
+        raise ConfigError(f"start tile of {agent!r} must be (x, y) integers, got {tile!r}") from None
+    if not world.in_bounds((x, y)):
+        raise ConfigError(f"start tile {(x, y)} of {agent!r} is off the {world.width}x{world.height} map "
+                          f"{world.name!r}")
+    if not world.walkable[y, x]:
+        raise ConfigError(f"start tile {(x, y)} of {agent!r} is blocked on map {world.name!r}; "
+                          f"choose a walkable tile (world.walkable[y, x] is True)")
+    return (x, y)
+
+
+def _make_bound(bound: Any, env: AsyncParallelEnv):
+    if bound == "box":
+        return BoxBound(env.radius_p)
+    if isinstance(bound, str):
+        raise ConfigError(f"unknown bound {bound!r}; available: 'box'")
+    if not (hasattr(bound, "hazard") and hasattr(bound, "search_radius")):
+        raise ConfigError("a custom bound needs hazard(a, b) and search_radius(h) methods (see bounds.py)")
+    return bound

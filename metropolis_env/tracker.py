@@ -1,0 +1,206 @@
+"""Incremental bookkeeping of who blocks whom, who is coupled with whom, and which clusters are ready.
+
+The rules themselves are the pure functions of `rules.py`; this module only keeps their results
+up to date as agents commit steps. Everything is O(neighbours) per committed agent:
+
+- A spatial hash (cells of `search_radius(2 * max_vel)` tiles) finds the agents that a
+  committed agent may now be coupled with or blocked by.
+- Relations only change in ways the validity invariant predicts (see `commit`), so a commit
+  re-examines the committed agents' new neighbourhood and the agents they used to block, nothing
+  else.
+
+Agents are dense indices 0..n-1; names live in the env.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from . import rules
+from .bounds import BoxBound
+from .world import Tile
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """Why an agent cannot act now: `other` holds it back by `rule`.
+
+    rule: "blocked" (other is `gap` steps behind and within the blocking bound), "cluster" (other
+    is coupled with it at the same step and is itself held back), or "submission" (other is in
+    its cluster and has not submitted its action yet).
+    """
+
+    other: int
+    rule: str
+    gap: int
+    hazard: int
+
+
+class DependencyTracker:
+    """Blocked-by sets, coupling edges and readiness for agents at per-agent steps."""
+
+    def __init__(self, positions: Sequence[Tile], max_vel: int, bound, steps: Sequence[int] | None = None):
+        self.max_vel = int(max_vel)
+        self.bound = bound if bound is not None else BoxBound(4)
+        n = len(positions)
+        self.pos: list[Tile] = [(int(x), int(y)) for x, y in positions]
+        self.step: list[int] = list(steps) if steps is not None else [0] * n
+        self.blockers: list[set[int]] = [set() for _ in range(n)]
+        self.blocks: list[set[int]] = [set() for _ in range(n)]
+        self.coupled: list[set[int]] = [set() for _ in range(n)]
+        # blockers found when the agent started its current step: its tracker dependencies.
+        self.initial_blockers: list[int] = [0] * n
+        self._cell_size = max(1, self.bound.search_radius(2 * self.max_vel))
+        self._grid: dict[tuple[int, int], set[int]] = {}
+        self._cell: list[tuple[int, int]] = []
+        for i, p in enumerate(self.pos):
+            c = self._cell_of(p)
+            self._cell.append(c)
+            self._grid.setdefault(c, set()).add(i)
+        self._step_count = Counter(self.step)
+        self.min_step = min(self.step, default=0)
+        for i in range(n):
+            self._link(i)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def is_free(self, i: int) -> bool:
+        """No agent outside its cluster blocks it."""
+        return not self.blockers[i]
+
+    def cluster_of(self, i: int) -> list[int]:
+        """The connected component of `i` under coupling (sorted; itself included)."""
+        seen = {i}
+        todo = [i]
+        coupled = self.coupled
+        while todo:
+            for j in coupled[todo.pop()]:
+                if j not in seen:
+                    seen.add(j)
+                    todo.append(j)
+        return sorted(seen)
+
+    def ready_cluster(self, i: int) -> list[int] | None:
+        """`i`'s cluster if no member is blocked from outside, else None."""
+        members = self.cluster_of(i)
+        blockers = self.blockers
+        return members if all(not blockers[m] for m in members) else None
+
+    def blocked_by(self, i: int) -> list[Blocker]:
+        """Direct blockers of `i`, then its held-back cluster mates, most urgent first."""
+        out = [self._blocker(i, b, "blocked") for b in self.blockers[i]]
+        out += [self._blocker(i, m, "cluster") for m in self.cluster_of(i) if m != i and self.blockers[m]]
+        return sorted(out, key=lambda b: (b.rule != "blocked", -b.gap, b.hazard, b.other))
+
+    def _blocker(self, i: int, j: int, rule: str) -> Blocker:
+        return Blocker(j, rule, self.step[i] - self.step[j], self.bound.hazard(self.pos[i], self.pos[j]))
+
+    # -- updates ---------------------------------------------------------------------------
+
+    def commit(self, members: Iterable[int], new_positions: Sequence[Tile]) -> set[int]:
+        """Advance a ready cluster by one step, moving its members to `new_positions`.
+
+        Returns the agents whose readiness may have changed: the members themselves and every
+        agent a member used to block that is now free of blockers.
+
+        Why re-examining so little is complete (each agent moves at most max_vel per step):
+        - an agent can only gain blockers when it commits itself: a laggard B that did not block
+          A (h > (gap+1)v) still does not after one move (h' >= h - v > gap*v, gap' = gap - 1);
+        - a committed agent cannot start blocking an agent ahead by the same argument, so only
+          its old `blocks` set needs re-checking, and that is where releases come from;
+        - it is coupled afterwards only with agents at its new step within v of hazard, which
+          its neighbourhood search finds; its old coupling partners were all in its cluster.
+        """
+        members = list(members)
+        for m, p in zip(members, new_positions):
+            self._move(m, (int(p[0]), int(p[1])))
+        released: set[int] = set()
+        hazard = self.bound.hazard
+        v = self.max_vel
+        for m in members:
+            for partner in self.coupled[m]:
+                self.coupled[partner].discard(m)
+            self.coupled[m] = set()
+            self.blockers[m] = set()  # a committing cluster had none; kept safe for tests
+            pm, sm = self.pos[m], self.step[m]
+            for x in list(self.blocks[m]):
+                if not rules.blocks(hazard(self.pos[x], pm), self.step[x] - sm, v):
+                    self.blocks[m].discard(x)
+                    bx = self.blockers[x]
+                    bx.discard(m)
+                    if not bx:
+                        released.add(x)
+        for m in members:
+            self._link(m)
+        released.update(members)
+        return released
+
+    def _move(self, m: int, p: Tile) -> None:
+        old = self.step[m]
+        self.step[m] = old + 1
+        cnt = self._step_count
+        cnt[old] -= 1
+        cnt[old + 1] += 1
+        if cnt[old] == 0:
+            del cnt[old]
+            if old == self.min_step:
+                self.min_step = min(cnt)
+        self.pos[m] = p
+        c = self._cell_of(p)
+        if c != self._cell[m]:
+            cell = self._grid[self._cell[m]]
+            cell.discard(m)
+            if not cell:
+                del self._grid[self._cell[m]]
+            self._grid.setdefault(c, set()).add(m)
+            self._cell[m] = c
+
+    def _link(self, i: int) -> None:
+        """Find `i`'s coupling partners and blockers among agents at or behind its step."""
+        si, pi = self.step[i], self.pos[i]
+        v = self.max_vel
+        hazard = self.bound.hazard
+        coupled_i, blockers_i = self.coupled[i], self.blockers[i]
+        step = self.step
+        pos = self.pos
+        # The farthest possible blocker is the laggard at min_step.
+        radius = self.bound.search_radius((si - self.min_step + 1) * v)
+        for j in self._near(pi, radius):
+            sj = step[j]
+            if sj > si or j == i:
+                continue
+            h = hazard(pi, pos[j])
+            if sj == si:
+                if rules.coupled(h, v):
+                    coupled_i.add(j)
+                    self.coupled[j].add(i)
+            elif rules.blocks(h, si - sj, v):
+                blockers_i.add(j)
+                self.blocks[j].add(i)
+        self.initial_blockers[i] = len(blockers_i)
+
+    # -- spatial hash ----------------------------------------------------------------------
+
+    def _cell_of(self, p: Tile) -> tuple[int, int]:
+        cs = self._cell_size
+        return (p[0] // cs, p[1] // cs)
+
+    def _near(self, p: Tile, radius: int):
+        """Agents in cells that may hold a tile within Chebyshev `radius` of `p`."""
+        cs = self._cell_size
+        x0, x1 = (p[0] - radius) // cs, (p[0] + radius) // cs
+        y0, y1 = (p[1] - radius) // cs, (p[1] + radius) // cs
+        grid = self._grid
+        if (x1 - x0 + 1) * (y1 - y0 + 1) > len(grid):
+            # A far laggard makes the box huge: walking the occupied cells is cheaper.
+            for (cx, cy), cell in grid.items():
+                if x0 <= cx <= x1 and y0 <= cy <= y1:
+                    yield from cell
+            return
+        for cx in range(x0, x1 + 1):
+            for cy in range(y0, y1 + 1):
+                cell = grid.get((cx, cy))
+                if cell:
+                    yield from cell

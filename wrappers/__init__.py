@@ -1,0 +1,5 @@
+"""Wrappers over AsyncParallelEnv (the package `metropolis_env.wrappers`)."""
+
+from .sync import SyncParallelWrapper
+
+__all__ = ["SyncParallelWrapper"]
