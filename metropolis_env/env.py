@@ -239,6 +239,24 @@ class AsyncParallelEnv:
         step = self._tracker.step
         return [[self.possible_agents[i] for i in cl] for cl in sorted(seen, key=lambda c: (step[c[0]], c))]
 
+    def ready_cluster(self, agent: str) -> tuple[str, ...]:
+        """The ready cluster `agent` belongs to (the agents to submit with it).
+
+        Raises AgentNotReadyError if `agent` is not ready.
+        """
+        self._require_reset()
+        i = self._idx(agent)
+        cl = self._ready.get(i)
+        if cl is None:
+            raise AgentNotReadyError(self._not_ready_message(i, "it has no ready cluster"))
+        return tuple(self.possible_agents[j] for j in cl)
+
+    @property
+    def step_range(self) -> tuple[int, int]:
+        """(smallest, largest) step over all agents."""
+        tr = self._require_reset()
+        return tr.min_step, tr.max_step
+
     def cluster(self, agent: str) -> list[str]:
         """The agents coupled with `agent` at its step (itself included)."""
         tr = self._require_reset()

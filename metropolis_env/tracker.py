@@ -61,6 +61,7 @@ class DependencyTracker:
             self._grid.setdefault(c, set()).add(i)
         self._step_count = Counter(self.step)
         self.min_step = min(self.step, default=0)
+        self.max_step = max(self.step, default=0)
         for i in range(n):
             self._link(i)
 
@@ -143,10 +144,12 @@ class DependencyTracker:
         cnt = self._step_count
         cnt[old] -= 1
         cnt[old + 1] += 1
+        if old + 1 > self.max_step:
+            self.max_step = old + 1
         if cnt[old] == 0:
             del cnt[old]
             if old == self.min_step:
-                self.min_step = min(cnt)
+                self.min_step = old + 1  # the mover itself is there
         self.pos[m] = p
         c = self._cell_of(p)
         if c != self._cell[m]:

@@ -1,0 +1,135 @@
+"""Run metrics: what a run cost and how much parallelism it found (the paper's measures)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..backends.base import LLMRequest, LLMResponse
+
+
+@dataclass
+class RunMetrics:
+    """Everything measured in one run. Times are in the run's clock (virtual or wall seconds).
+
+    parallelism: time-weighted average number of outstanding LLM requests (the paper's measure).
+    deps_per_agent_step: agents each agent-step waited on, itself included (N under global sync).
+    step_spread_mean / step_spread_max: max - min agent step, time-weighted mean and maximum.
+    gpu_busy_share: share of time the simulated GPUs had work (None for real servers).
+    step_latency_*: seconds from an agent-step's dispatch to its action.
+    """
+
+    mode: str
+    completion_time_s: float = 0.0
+    wall_time_s: float = 0.0
+    agent_steps: int = 0
+    llm_calls: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    retries: int = 0
+    parallelism: float = 0.0
+    deps_per_agent_step: float = 0.0
+    true_deps_per_agent_step: float | None = None
+    step_spread_mean: float = 0.0
+    step_spread_max: int = 0
+    gpu_busy_share: float | None = None
+    step_latency_mean: float = 0.0
+    step_latency_p50: float = 0.0
+    step_latency_p90: float = 0.0
+    step_latency_p99: float = 0.0
+    controller_us_per_agent_step: float = 0.0
+    backend: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, **kw: Any) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+
+class MetricsRecorder:
+    """Accumulates a run's metrics as events happen, with time-weighted integrals."""
+
+    def __init__(self, clock: Callable[[], float], record_calls: bool = False):
+        self._clock = clock
+        self.t0 = clock()
+        self.outstanding = 0
+        self._area_outstanding = 0.0
+        self._t_outstanding = self.t0
+        self.spread = 0
+        self.spread_max = 0
+        self._area_spread = 0.0
+        self._t_spread = self.t0
+        self.llm_calls = self.tokens_in = self.tokens_out = self.retries = 0
+        self.step_latencies: list[float] = []
+        self.calls: list[tuple[str, int, int, float, float]] | None = [] if record_calls else None
+        self.timeline: list[tuple[float, int]] = []  # (time, outstanding) change points
+
+    def now(self) -> float:
+        return self._clock() - self.t0
+
+    def _advance_outstanding(self) -> None:
+        t = self._clock()
+        self._area_outstanding += self.outstanding * (t - self._t_outstanding)
+        self._t_outstanding = t
+
+    def call_started(self) -> None:
+        self._advance_outstanding()
+        self.outstanding += 1
+        self.timeline.append((self._t_outstanding - self.t0, self.outstanding))
+
+    def call_finished(self) -> None:
+        self._advance_outstanding()
+        self.outstanding -= 1
+        self.timeline.append((self._t_outstanding - self.t0, self.outstanding))
+
+    def record_call(self, req: LLMRequest, resp: LLMResponse) -> None:
+        self.llm_calls += 1
+        self.tokens_in += resp.input_tokens
+        self.tokens_out += resp.output_tokens
+        self.retries += resp.retries
+        if self.calls is not None:
+            self.calls.append((req.agent, req.step, req.index, resp.start - self.t0, resp.end - self.t0))
+
+    def set_spread(self, spread: int) -> None:
+        t = self._clock()
+        self._area_spread += self.spread * (t - self._t_spread)
+        self._t_spread = t
+        self.spread = spread
+        self.spread_max = max(self.spread_max, spread)
+
+    def step_done(self, latency: float) -> None:
+        self.step_latencies.append(latency)
+
+    def finish(self, mode: str, deps_per_agent_step: float, backend_stats: dict,
+               wall_time_s: float, controller_s: float,
+               true_deps_per_agent_step: float | None = None) -> RunMetrics:
+        self._advance_outstanding()
+        self.set_spread(self.spread)
+        total = self._clock() - self.t0
+        lat = np.asarray(self.step_latencies, dtype=float)
+        pct = (lambda q: float(np.percentile(lat, q))) if lat.size else (lambda q: 0.0)
+        n = len(self.step_latencies)
+        return RunMetrics(
+            mode=mode,
+            completion_time_s=total,
+            wall_time_s=wall_time_s,
+            agent_steps=n,
+            llm_calls=self.llm_calls,
+            tokens_in=self.tokens_in,
+            tokens_out=self.tokens_out,
+            retries=self.retries,
+            parallelism=self._area_outstanding / total if total > 0 else 0.0,
+            deps_per_agent_step=deps_per_agent_step,
+            true_deps_per_agent_step=true_deps_per_agent_step,
+            step_spread_mean=self._area_spread / total if total > 0 else 0.0,
+            step_spread_max=self.spread_max,
+            gpu_busy_share=backend_stats.get("gpu_busy_share"),
+            step_latency_mean=float(lat.mean()) if lat.size else 0.0,
+            step_latency_p50=pct(50), step_latency_p90=pct(90), step_latency_p99=pct(99),
+            controller_us_per_agent_step=1e6 * controller_s / n if n else 0.0,
+            backend=backend_stats,
+        )
