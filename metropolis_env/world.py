@@ -91,6 +91,10 @@ class TileMap:
         cache[key] = hit
         return hit
 
+    def __getstate__(self) -> dict:
+        # Distance fields are a cache: rebuilt on demand, never pickled into checkpoints.
+        return {k: v for k, v in self.__dict__.items() if k != "_fields"}
+
     @property
     def _field_cache(self) -> dict:
         try:

@@ -26,6 +26,7 @@ from ..env import AsyncParallelEnv
 from ..errors import ConfigError, MetropolisError
 from . import eager
 from .agent import Agent, LLMClient, StepContext
+from .checkpoint import Checkpointer
 from .metrics import MetricsRecorder, RunMetrics
 
 MODES = ("async", "sync", "single", "oracle", "nodep")
@@ -55,7 +56,8 @@ class Controller:
                  mode: str = "async", *, seed: int | None = 0, max_clusters: int | None = None,
                  dependencies: Callable[[int, int], Iterable[int]] | None = None,
                  models: Mapping[str, str] | None = None, progress: bool = False,
-                 record_calls: bool = False, on_commit: Callable[[str, int, Any], None] | None = None):
+                 record_calls: bool = False, on_commit: Callable[[str, int, Any], None] | None = None,
+                 checkpoint: "Checkpointer | None" = None, resume_state: dict | None = None):
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}; choose one of {MODES}")
         missing = [a for a in env.possible_agents if a not in agents]
@@ -79,6 +81,12 @@ class Controller:
         self.progress = progress
         self.record_calls = record_calls
         self.on_commit = on_commit
+        self.checkpoint = checkpoint
+        self.resume_state = resume_state
+        if resume_state is not None and mode not in ("async", "sync", "single"):
+            raise ConfigError(f"mode {mode!r} cannot be resumed (only async, sync and single runs checkpoint)")
+        if checkpoint is not None and mode not in ("async", "sync", "single"):
+            raise ConfigError(f"mode {mode!r} does not checkpoint; use async, sync or single")
         self.metrics: MetricsRecorder | None = None
         self.committed: dict[str, int] = {}
         self._controller_s = 0.0
@@ -86,8 +94,11 @@ class Controller:
     async def run(self) -> RunMetrics:
         loop = asyncio.get_running_loop()
         self.metrics = MetricsRecorder(loop.time, record_calls=self.record_calls)
-        self.committed = {a: 0 for a in self.env.possible_agents}
-        total = len(self.env.possible_agents) * self.env.max_steps
+        if self.resume_state is not None:
+            self.committed = dict(self.resume_state["committed"])
+        else:
+            self.committed = {a: 0 for a in self.env.possible_agents}
+        total = len(self.env.possible_agents) * self.env.max_steps - sum(self.committed.values())
         self._bar = _progress_bar(total, self.mode) if self.progress else None
         wall0 = time.perf_counter()
         true_deps = None
@@ -102,9 +113,17 @@ class Controller:
                 true_deps = self.env.stats.true_per_step
             else:
                 deps = await self._run_dag(use_deps=self.mode == "oracle")
+        except AgentStepError as e:
+            if self.checkpoint is not None:
+                path = self._save_checkpoint()
+                e.args = (f"{e.args[0]} (run checkpointed in {path.parent}; fix the cause and "
+                          f"`metropolis-env resume {path.parent}`)",)
+            raise
         finally:
             if self._bar is not None:
                 self._bar.close()
+        if self.checkpoint is not None:
+            self._save_checkpoint()
         return self.metrics.finish(self.mode, deps, self.backend.stats(), time.perf_counter() - wall0,
                                    self._controller_s, true_deps)
 
@@ -131,12 +150,28 @@ class Controller:
             self.on_commit(agent, step, action)
         if self._bar is not None:
             self._bar.update(1)
+        if self.checkpoint is not None:
+            self.checkpoint.since_last += 1
+
+    def _maybe_checkpoint(self) -> None:
+        # Called only between commits: every agent is idle or suspended in an LLM call.
+        if self.checkpoint is not None and self.checkpoint.since_last >= self.checkpoint.every:
+            self._save_checkpoint()
+
+    def _save_checkpoint(self):
+        return self.checkpoint.save({
+            "env": self.env, "agents": self.agents, "mode": self.mode, "seed": self.seed,
+            "max_clusters": self.max_clusters, "models": self.models, "committed": self.committed,
+        })
 
     # -- async ------------------------------------------------------------------------------
 
     async def _run_async(self) -> None:
         env = self.env
-        obs, _ = env.reset(seed=self.seed)
+        if self.resume_state is None:
+            obs, _ = env.reset(seed=self.seed)
+        else:
+            obs = {a: env.observe(a) for a in env.ready_agents()}
         ready_obs: dict[str, Any] = {}
         heap: list[tuple[int, int, tuple[str, ...]]] = []
         index = {a: i for i, a in enumerate(env.possible_agents)}
@@ -197,6 +232,7 @@ class Controller:
                         started.add_done_callback(on_done)
                 lo, hi = step_range()
                 self.metrics.set_spread(hi - lo)
+                self._maybe_checkpoint()
                 self._controller_s += time.perf_counter() - t_ctrl
                 if not inflight:
                     break
@@ -223,8 +259,13 @@ class Controller:
         from ..wrappers import SyncParallelWrapper
 
         sync = SyncParallelWrapper(self.env)
-        obs, _ = sync.reset(seed=self.seed)
-        step = 0
+        if self.resume_state is None:
+            obs, _ = sync.reset(seed=self.seed)
+            step = 0
+        else:
+            sync.agents = list(self.env.agents)
+            obs = {a: self.env.observe(a) for a in sync.agents}
+            step = self.env.agent_step(sync.agents[0]) if sync.agents else self.env.max_steps
         while sync.agents:
             agents = list(sync.agents)
             if sequential:
@@ -237,6 +278,7 @@ class Controller:
             for a in agents:
                 self._mark_committed(a, step, actions[a])
             step += 1
+            self._maybe_checkpoint()
             self._controller_s += time.perf_counter() - t_ctrl
 
     # -- oracle / nodep ---------------------------------------------------------------------

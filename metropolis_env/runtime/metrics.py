@@ -42,9 +42,16 @@ class RunMetrics:
     step_latency_p99: float = 0.0
     controller_us_per_agent_step: float = 0.0
     backend: dict = field(default_factory=dict)
+    #: (time, outstanding requests) at every change; for plots, not serialised.
+    timeline: list = field(default_factory=list, repr=False)
+    #: (agent, step, index, start, end) of every call when recorded; for Gantt plots.
+    calls: list | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("timeline")
+        d.pop("calls")
+        return d
 
     def to_json(self, **kw: Any) -> str:
         return json.dumps(self.to_dict(), **kw)
@@ -132,4 +139,6 @@ class MetricsRecorder:
             step_latency_p50=pct(50), step_latency_p90=pct(90), step_latency_p99=pct(99),
             controller_us_per_agent_step=1e6 * controller_s / n if n else 0.0,
             backend=backend_stats,
+            timeline=self.timeline,
+            calls=self.calls,
         )

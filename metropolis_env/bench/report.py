@@ -1,0 +1,35 @@
+"""Text tables of benchmark results."""
+
+from __future__ import annotations
+
+from .runner import BenchResult
+
+
+def _f(x, fmt: str = "{:.2f}", none: str = "-") -> str:
+    return none if x is None else fmt.format(x)
+
+
+def table(result: BenchResult) -> str:
+    """A markdown table: one row per mode, then the lower bounds."""
+    cfg = result.config
+    head = (f"workload {cfg.workload}, {cfg.agents} agents, window {cfg.window}, "
+            f"{cfg.gpus} x {cfg.gpu} / {cfg.model} ({cfg.backend}, {cfg.policy}, bound {cfg.bound})")
+    lines = [head, "",
+             "| mode | time (s) | vs sync | vs single | % of oracle | parallelism | deps/agent | "
+             "spread | LLM calls | tokens in | tokens out | wall (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result.rows():
+        lines.append(
+            f"| {r['mode']} | {r['completion_time_s']:.1f} | {_f(r['speedup_vs_sync'], '{:.2f}x')} | "
+            f"{_f(r['speedup_vs_single'], '{:.2f}x')} | {_f(r['pct_of_oracle'], '{:.1f}%')} | "
+            f"{r['parallelism']:.2f} | {r['deps_per_agent_step']:.2f} | {r['step_spread_mean']:.1f} | "
+            f"{r['llm_calls']} | {r['tokens_in']} | {r['tokens_out']} | {r['wall_time_s']:.1f} |")
+    if result.critical_s is not None or result.gpu_limit_s is not None:
+        lines.append("")
+        lines.append(f"lower bounds: critical path {_f(result.critical_s, '{:.1f}')} s, "
+                     f"gpu-limit {_f(result.gpu_limit_s, '{:.1f}')} s")
+        best = max(x for x in (result.critical_s, result.gpu_limit_s) if x is not None)
+        if "async" in result.runs and best > 0:
+            lines.append(f"async is {result.runs['async'].completion_time_s / best:.2f}x the larger bound")
+    lines.append(f"benchmark wall time {result.wall_s:.1f} s")
+    return "\n".join(lines)

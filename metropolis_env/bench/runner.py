@@ -1,0 +1,152 @@
+"""The benchmark: one workload, several execution modes, one table of ratios measured in one run."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+from ..runtime.controller import MODES, run
+from ..runtime.metrics import RunMetrics
+from .replay import trace_agents, trace_env, word_prompt
+
+WINDOWS = ("full", "busy", "quiet")
+
+
+@dataclass
+class BenchConfig:
+    """What to run. Defaults reproduce the paper's setting: Llama-3-8B on NVIDIA L4."""
+
+    workload: str = "genagents-day"
+    agents: int = 25
+    window: str = "busy"
+    seed: int = 0
+    modes: tuple[str, ...] = ("single", "sync", "async", "oracle")
+    backend: str = "sim"
+    gpu: str = "l4"
+    model: str = "llama-3-8b"
+    gpus: int = 1
+    policy: str = "priority"
+    bound: str = "box"
+    max_clusters: int | None = None
+    base_urls: tuple[str, ...] = ()
+    api_model: str | None = None
+    progress: bool = True
+    lower_bounds: bool = True
+    record_calls: bool = False
+
+    def validate(self) -> None:
+        bad = [m for m in self.modes if m not in MODES]
+        if bad:
+            raise ConfigError(f"unknown modes {bad}; choose from {MODES}")
+        if self.window not in WINDOWS:
+            raise ConfigError(f"unknown window {self.window!r}; choose from {WINDOWS}")
+        if self.backend not in ("sim", "openai"):
+            raise ConfigError(f"unknown backend {self.backend!r}; choose 'sim' or 'openai'")
+        if self.backend == "openai" and not self.base_urls:
+            raise ConfigError("--backend openai needs --base-url (an OpenAI-compatible server)")
+        if self.gpus < 1:
+            raise ConfigError(f"gpus must be >= 1, got {self.gpus}")
+
+
+@dataclass
+class BenchResult:
+    config: BenchConfig
+    runs: dict[str, RunMetrics]
+    critical_s: float | None = None
+    gpu_limit_s: float | None = None
+    workload_stats: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def ratio(self, mode: str, base: str) -> float | None:
+        if mode not in self.runs or base not in self.runs:
+            return None
+        t = self.runs[mode].completion_time_s
+        return self.runs[base].completion_time_s / t if t > 0 else None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per mode, in the JSON schema of `metropolis-env bench --json`."""
+        out = []
+        for mode, m in self.runs.items():
+            oracle = self.ratio(mode, "oracle")
+            out.append({
+                "mode": mode,
+                "completion_time_s": m.completion_time_s,
+                "speedup_vs_sync": self.ratio(mode, "sync"),
+                "speedup_vs_single": self.ratio(mode, "single"),
+                "pct_of_oracle": 100.0 * oracle if oracle is not None else None,
+                "parallelism": m.parallelism,
+                "deps_per_agent_step": m.deps_per_agent_step,
+                "llm_calls": m.llm_calls,
+                "tokens_in": m.tokens_in,
+                "tokens_out": m.tokens_out,
+                "step_spread_mean": m.step_spread_mean,
+                "gpu_busy_share": m.gpu_busy_share,
+                "retries": m.retries,
+                "wall_time_s": m.wall_time_s,
+                "controller_us_per_agent_step": m.controller_us_per_agent_step,
+            })
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.config),
+            "workload": self.workload_stats,
+            "bounds": {"critical_s": self.critical_s, "gpu_limit_s": self.gpu_limit_s},
+            "runs": self.rows(),
+            "wall_s": self.wall_s,
+        }
+
+
+def load_trace(cfg: BenchConfig):
+    from ..workloads import load_workload
+
+    return load_workload(cfg.workload, agents=cfg.agents, seed=cfg.seed, window=cfg.window)
+
+
+def make_backend(cfg: BenchConfig):
+    """A fresh backend for one run (no state carried between modes)."""
+    if cfg.backend == "sim":
+        from ..backends.simulated import make_backend as make_sim
+
+        return make_sim(gpu=cfg.gpu, model=cfg.model, gpus=cfg.gpus, policy=cfg.policy)
+    from ..backends.openai_backend import OpenAIBackend
+
+    return OpenAIBackend(base_urls=list(cfg.base_urls), model=cfg.api_model or cfg.model,
+                         send_priority=cfg.policy == "priority")
+
+
+def run_mode(trace, cfg: BenchConfig, mode: str) -> RunMetrics:
+    """Run one mode of the benchmark on `trace` and return its metrics."""
+    env = trace_env(trace, bound=cfg.bound, seed=cfg.seed)
+    prompt = word_prompt if cfg.backend == "openai" else None
+    agents = trace_agents(trace, prompt=prompt)
+    backend = make_backend(cfg)
+    return run(env, agents, backend, mode, seed=cfg.seed, max_clusters=cfg.max_clusters,
+               dependencies=trace.perceived if mode == "oracle" else None,
+               progress=cfg.progress, record_calls=cfg.record_calls)
+
+
+def run_bench(cfg: BenchConfig, trace=None) -> BenchResult:
+    """Run every mode of `cfg` on the same trace, plus the computed lower bounds."""
+    cfg.validate()
+    wall0 = time.perf_counter()
+    trace = trace if trace is not None else load_trace(cfg)
+    runs = {mode: run_mode(trace, cfg, mode) for mode in cfg.modes}
+    result = BenchResult(cfg, runs, workload_stats=_stats(trace))
+    if cfg.lower_bounds and cfg.backend == "sim":
+        from .bounds import critical_path_s, gpu_limit_s
+
+        result.critical_s = critical_path_s(trace, make_backend(cfg))
+        result.gpu_limit_s = gpu_limit_s(trace, make_backend(cfg))
+    result.wall_s = time.perf_counter() - wall0
+    return result
+
+
+def _stats(trace) -> dict:
+    try:
+        s = trace.stats()
+    except AttributeError:
+        return {}
+    return s if isinstance(s, dict) else asdict(s)

@@ -1,0 +1,137 @@
+"""`metropolis-env sweep`: the paper's experiment grid, written to docs/RESULTS.md beside its numbers."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from .runner import BenchConfig, BenchResult, load_trace, run_bench
+
+#: The paper's headline numbers (shared/design/PAPER.md; Llama-3-8B on NVIDIA L4).
+#: key: (window, agents, gpus) -> {"vs_single", "vs_sync", "pct_oracle", "par_async", "par_sync"}
+PAPER = {
+    ("full", 25, 1): {"vs_single": 2.38, "vs_sync": 1.44, "pct_oracle": 82.9},
+    ("full", 25, 8): {"vs_single": 3.25, "vs_sync": 1.67, "pct_oracle": 74.7, "par_async": 3.46, "par_sync": 1.94},
+    ("busy", 25, 8): {"vs_single": 3.37, "vs_sync": 1.88, "pct_oracle": 53.1, "par_async": 3.74, "par_sync": 1.89},
+    ("busy", 500, 8): {"vs_single": 19.5, "vs_sync": 4.15, "par_async": 50.9},
+    ("busy", 1000, 8): {"vs_sync": 3.94, "pct_oracle": 97.0},
+    ("busy", 100, 1): {"vs_sync": 1.87, "pct_oracle": 90.9},
+    ("busy", 500, 1): {"pct_oracle": 100.0},
+    ("busy", 1000, 1): {"vs_sync": 1.60},
+    ("quiet", 25, 8): {"vs_sync": 1.28, "par_async": 2.80, "par_sync": 2.25},
+    ("quiet", 500, 8): {"vs_sync": 2.79},
+}
+#: Priority scheduling, busy hour, 500 agents, L4: completion time (s), (gpus, priority) -> ours/oracle.
+PAPER_PRIORITY = {
+    (4, True): (8611, 8392), (8, True): (6148, 5683),
+    (4, False): (8942, 8484), (8, False): (7114, 5689),
+}
+
+FULL_GRID = [(w, n, g) for w in ("busy", "quiet") for n in (25, 100, 500, 1000) for g in (1, 2, 4, 8)]
+FULL_GRID += [("full", 25, 1), ("full", 25, 8)]
+QUICK_GRID = [("busy", 25, 1), ("busy", 25, 8), ("quiet", 25, 8), ("busy", 100, 8)]
+
+
+def _modes(window: str, agents: int) -> tuple[str, ...]:
+    # single-thread at 1,000 agents adds an hour of simulated time and nothing to compare with.
+    return ("single", "sync", "async", "oracle") if agents <= 500 else ("sync", "async", "oracle")
+
+
+def run_sweep(out: str = "docs/RESULTS.md", quick: bool = False, progress: bool = True,
+              json_path: str | None = None, base: BenchConfig | None = None) -> list[BenchResult]:
+    """Run the grid and write the markdown report; returns every BenchResult."""
+    base = base or BenchConfig(progress=progress)
+    grid = QUICK_GRID if quick else FULL_GRID
+    results: list[BenchResult] = []
+    traces: dict = {}
+    t0 = time.perf_counter()
+    for window, agents, gpus in grid:
+        cfg = replace(base, window=window, agents=agents, gpus=gpus, modes=_modes(window, agents),
+                      lower_bounds=agents <= 100, progress=progress)
+        key = (cfg.workload, window, agents, cfg.seed)
+        if key not in traces:
+            traces = {key: load_trace(cfg)}  # keep one trace in memory at a time
+        results.append(run_bench(cfg, trace=traces[key]))
+        print(f"[sweep] {window} {agents} agents {gpus} GPUs: async/sync "
+              f"{results[-1].ratio('async', 'sync'):.2f}x ({time.perf_counter() - t0:.0f} s so far)", flush=True)
+    priority: list[BenchResult] = []
+    if not quick:
+        for gpus in (4, 8):
+            for policy in ("priority", "fcfs"):
+                cfg = replace(base, window="busy", agents=500, gpus=gpus, policy=policy,
+                              modes=("async", "oracle"), lower_bounds=False, progress=progress)
+                priority.append(run_bench(cfg, trace=load_trace(cfg)))
+    text = render_results(results, priority, time.perf_counter() - t0, base)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text)
+    if json_path:
+        Path(json_path).write_text(json.dumps([r.to_json() for r in results + priority], indent=1))
+    return results + priority
+
+
+def _x(v) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def _p(v) -> str:
+    return "-" if v is None else f"{v:.1f}%"
+
+
+def render_results(results: list[BenchResult], priority: list[BenchResult], wall_s: float,
+                   base: BenchConfig) -> str:
+    lines = [
+        "# Results: out-of-order vs global sync, reproduced",
+        "",
+        f"Produced by `metropolis-env sweep` ({wall_s / 60:.1f} min wall on {platform.machine()}, "
+        f"Python {platform.python_version()}). Workload `{base.workload}` (seed {base.seed}), simulated "
+        f"server `{base.model}` on `{base.gpu}`, policy `{base.policy}`, bound `{base.bound}`. "
+        "Paper numbers are from AI Metropolis (MLSys 2025), Llama-3-8B on NVIDIA L4.",
+        "",
+        "## Headline numbers, ours beside the paper's",
+        "",
+        "| window | agents | GPUs | async/sync (ours / paper) | async/single (ours / paper) | "
+        "% of oracle (ours / paper) | parallelism async, sync (ours / paper) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    by_key = {(r.config.window, r.config.agents, r.config.gpus): r for r in results}
+    for key, paper in PAPER.items():
+        r = by_key.get(key)
+        if r is None:
+            continue
+        ours_par = f"{r.runs['async'].parallelism:.2f}, {r.runs['sync'].parallelism:.2f}"
+        paper_par = (f"{paper.get('par_async', '-')}, {paper.get('par_sync', '-')}"
+                     if "par_async" in paper else "-")
+        oracle = r.ratio("async", "oracle")
+        lines.append(
+            f"| {key[0]} | {key[1]} | {key[2]} | {_x(r.ratio('async', 'sync'))} / {_x(paper.get('vs_sync'))} | "
+            f"{_x(r.ratio('async', 'single'))} / {_x(paper.get('vs_single'))} | "
+            f"{_p(None if oracle is None else 100 * oracle)} / {_p(paper.get('pct_oracle'))} | "
+            f"{ours_par} / {paper_par} |")
+    lines += ["", "## Whole grid", "",
+              "| window | agents | GPUs | single (s) | sync (s) | async (s) | oracle (s) | async/sync | "
+              "% of oracle | parallelism async / sync | deps/agent-step async | critical (s) | gpu-limit (s) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        t = {m: r.runs[m].completion_time_s for m in r.runs}
+        oracle = r.ratio("async", "oracle")
+        lines.append(
+            f"| {r.config.window} | {r.config.agents} | {r.config.gpus} | {t.get('single', float('nan')):.0f} | "
+            f"{t['sync']:.0f} | {t['async']:.0f} | {t.get('oracle', float('nan')):.0f} | "
+            f"{_x(r.ratio('async', 'sync'))} | {_p(None if oracle is None else 100 * oracle)} | "
+            f"{r.runs['async'].parallelism:.2f} / {r.runs['sync'].parallelism:.2f} | "
+            f"{r.runs['async'].deps_per_agent_step:.2f} | "
+            f"{'-' if r.critical_s is None else f'{r.critical_s:.0f}'} | "
+            f"{'-' if r.gpu_limit_s is None else f'{r.gpu_limit_s:.0f}'} |")
+    if priority:
+        lines += ["", "## Priority scheduling (busy hour, 500 agents)", "",
+                  "| GPUs | policy | async (s) | oracle (s) | paper async (s) | paper oracle (s) |",
+                  "|---|---|---|---|---|---|"]
+        for r in priority:
+            pri = r.config.policy == "priority"
+            pa, po = PAPER_PRIORITY.get((r.config.gpus, pri), (None, None))
+            lines.append(f"| {r.config.gpus} | {r.config.policy} | {r.runs['async'].completion_time_s:.0f} | "
+                         f"{r.runs['oracle'].completion_time_s:.0f} | {pa} | {po} |")
+    return "\n".join(lines) + "\n"

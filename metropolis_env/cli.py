@@ -1,0 +1,97 @@
+"""`metropolis-env`: the command line (bench, sweep)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import MetropolisError
+
+
+def _csv(s: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in s.split(",") if x.strip())
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workload", default="genagents-day", help="genagents-day | the_ville-morning")
+    p.add_argument("--agents", type=int, default=25, help="25, or a multiple of 25 (concatenated villes)")
+    p.add_argument("--window", default="busy", help="full | busy (12-1 PM) | quiet (6-7 AM)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--modes", type=_csv, default=("single", "sync", "async", "oracle"),
+                   help="comma-separated: single,sync,async,oracle,nodep")
+    p.add_argument("--backend", default="sim", help="sim (embedded simulated server) | openai")
+    p.add_argument("--gpu", default="l4", help="simulated GPU preset (l4, a100, h100, h200, ...)")
+    p.add_argument("--model", default="llama-3-8b", help="simulated model preset")
+    p.add_argument("--gpus", type=int, default=1, help="data-parallel GPU replicas of the simulated server")
+    p.add_argument("--policy", default="priority", help="priority (smallest step first) | fcfs")
+    p.add_argument("--bound", default="box", help="dependency bound: box (the paper's)")
+    p.add_argument("--max-clusters", type=int, default=None, help="cap on clusters in flight")
+    p.add_argument("--base-url", action="append", default=[], help="OpenAI-compatible server (repeatable)")
+    p.add_argument("--api-model", default=None, help="model name on the real server")
+    p.add_argument("--json", dest="json_path", default=None, help="write results as JSON here")
+    p.add_argument("--plot", dest="plot_dir", default=None, help="write figures (PNG) into this folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-bounds", action="store_true", help="skip the critical-path and gpu-limit bounds")
+
+
+def _config(a: argparse.Namespace):
+    from .bench.runner import BenchConfig
+
+    return BenchConfig(workload=a.workload, agents=a.agents, window=a.window, seed=a.seed, modes=a.modes,
+                       backend=a.backend, gpu=a.gpu, model=a.model, gpus=a.gpus, policy=a.policy,
+                       bound=a.bound, max_clusters=a.max_clusters, base_urls=tuple(a.base_url),
+                       api_model=a.api_model, progress=not a.no_progress, lower_bounds=not a.no_bounds,
+                       record_calls=a.plot_dir is not None and a.agents <= 100)
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from .bench.report import table
+    from .bench.runner import run_bench
+
+    result = run_bench(_config(a))
+    print(table(result))
+    if a.json_path:
+        Path(a.json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json_path).write_text(json.dumps(result.to_json(), indent=2))
+        print(f"results written to {a.json_path}")
+    if a.plot_dir:
+        from .bench.plots import plot_result
+
+        for path in plot_result(result, a.plot_dir):
+            print(f"figure written to {path}")
+    return 0
+
+
+def cmd_sweep(a: argparse.Namespace) -> int:
+    from .bench.sweep import run_sweep
+
+    run_sweep(out=a.out, quick=a.quick, progress=not a.no_progress, json_path=a.json_path)
+    print(f"results written to {a.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="metropolis-env",
+                                     description="Out-of-order LLM multi-agent simulation: benchmark and tools.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("bench", help="run one workload in several modes and print the speedups")
+    _bench_args(b)
+    b.set_defaults(fn=cmd_bench)
+    s = sub.add_parser("sweep", help="run the paper's grid and write docs/RESULTS.md")
+    s.add_argument("--out", default="docs/RESULTS.md")
+    s.add_argument("--json", dest="json_path", default=None)
+    s.add_argument("--quick", action="store_true", help="a reduced grid (for a smoke test)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(fn=cmd_sweep)
+    a = parser.parse_args(argv)
+    try:
+        return a.fn(a)
+    except MetropolisError as e:
+        print(f"metropolis-env: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Checkpoint and resume: a run that dies (kill -9, a server that never comes back) goes on later
+with no agent step lost or repeated.
+
+What a checkpoint holds: the env (world state, every agent's step, the tracker), the agents
+(their own memory), the controller's ledger of committed steps and its settings, and a factory
+that rebuilds the backend. It is written to a temporary file, fsynced and renamed over the last
+one, so a crash leaves either the old or the new checkpoint, never half of one.
+
+Calls completed since the checkpoint are not lost either: every call is appended to
+`calls.jsonl` as it completes (RecordingBackend), and a resumed run serves them from there
+(ReplayBackend), so re-running an interrupted step costs no LLM time and gets the same answers.
+
+Contract for agents (what makes the checkpoint exact): an agent changes its own state only after
+the last `await` of its `act()`, i.e. together with returning its action. A checkpoint is taken
+only between commits, when every agent is either idle or suspended inside an LLM call.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import ConfigError, MetropolisError
+
+CHECKPOINT = "checkpoint.pkl"
+CALLS = "calls.jsonl"
+
+
+class CheckpointError(MetropolisError, RuntimeError):
+    """A checkpoint directory that cannot be resumed."""
+
+
+@dataclass
+class Checkpointer:
+    """Where and how often to checkpoint a run.
+
+    directory: the run directory (created). every: checkpoint after this many committed
+    agent-steps (and always on error and at the end). backend_factory: a picklable
+    zero-argument callable (e.g. a module-level function or functools.partial of one) that builds
+    the run's backend; it is stored in the checkpoint so that `resume` can rebuild it.
+    """
+
+    directory: str | os.PathLike
+    backend_factory: Callable[[], Any]
+    every: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise ConfigError(f"checkpoint every must be >= 1 agent-step, got {self.every}")
+        self.directory = Path(self.directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            pickle.dumps(self.backend_factory)
+        except Exception as e:
+            raise ConfigError(f"backend_factory must be picklable (a module-level function or a "
+                              f"functools.partial of one) so that resume can rebuild it: {e}") from None
+        self.since_last = 0
+
+    @property
+    def calls_path(self) -> Path:
+        return Path(self.directory) / CALLS
+
+    def build_backend(self):
+        """The backend of a fresh or resumed run: recorded calls first, then the live backend,
+        whose every completed call is recorded."""
+        from ..backends.replay import RecordingBackend, ReplayBackend
+
+        live = RecordingBackend(self.backend_factory(), str(self.calls_path))
+        if self.calls_path.exists():
+            return ReplayBackend(str(self.calls_path), fallback=live)
+        return live
+
+    def save(self, state: dict[str, Any]) -> Path:
+        """Atomically replace the checkpoint with `state` (write, fsync, rename, fsync dir)."""
+        d = Path(self.directory)
+        state = dict(state, backend_factory=self.backend_factory, every=self.every)
+        fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", dir=d)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, d / CHECKPOINT)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        dfd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        self.since_last = 0
+        return d / CHECKPOINT
+
+
+def load(directory: str | os.PathLike) -> dict[str, Any]:
+    """The last checkpoint of a run directory."""
+    path = Path(directory) / CHECKPOINT
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint in {directory}: run with Checkpointer(directory, ...) first")
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except Exception as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
+
+
+def resume(directory: str | os.PathLike, progress: bool = False):
+    """Continue a checkpointed run to the end; returns the metrics of the resumed part.
+
+    The env, agents and ledger come from the checkpoint; steps that were in flight when the run
+    died are run again (their completed LLM calls are served from calls.jsonl).
+    """
+    from .. import clock
+    from .controller import Controller
+
+    state = load(directory)
+    ck = Checkpointer(directory, state["backend_factory"], every=state["every"])
+    backend = ck.build_backend()
+    controller = Controller(state["env"], state["agents"], backend, state["mode"],
+                            seed=state["seed"], max_clusters=state["max_clusters"],
+                            models=state["models"], progress=progress, checkpoint=ck,
+                            resume_state=state)
+    return clock.run(controller.run(), virtual=backend.virtual_time)
