@@ -72,6 +72,15 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resume(a: argparse.Namespace) -> int:
+    from .runtime.checkpoint import resume
+
+    metrics = resume(a.directory, progress=not a.no_progress)
+    print(f"resumed run finished: {metrics.agent_steps} agent-steps, {metrics.llm_calls} LLM calls, "
+          f"{metrics.retries} retries, {metrics.completion_time_s:.1f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="metropolis-env",
                                      description="Out-of-order LLM multi-agent simulation: benchmark and tools.")
@@ -85,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--quick", action="store_true", help="a reduced grid (for a smoke test)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_sweep)
+    r = sub.add_parser("resume", help="continue a checkpointed run from its directory")
+    r.add_argument("directory")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(fn=cmd_resume)
     a = parser.parse_args(argv)
     try:
         return a.fn(a)
