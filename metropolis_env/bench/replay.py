@@ -69,7 +69,7 @@ def trace_env(trace, *, radius_p: int | None = None, max_vel: int = 1, bound: An
     return AsyncParallelEnv(trace.world, list(trace.agents), start,
                             radius_p=trace.radius_p if radius_p is None else radius_p,
                             max_vel=max_vel, max_steps=int(trace.n_steps),
-                            perception=trace.perception, seed=seed, bound=bound)
+                            perception="arena" if trace.same_zone else "box", seed=seed, bound=bound)
 
 
 def trace_agents(trace, prompt: PromptFn | None = None, max_vel: int = 1) -> dict[str, TraceAgent]:

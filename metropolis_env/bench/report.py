@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import resource
+import sys
+
 from .runner import BenchResult
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
 
 
 def _f(x, fmt: str = "{:.2f}", none: str = "-") -> str:
@@ -31,5 +40,7 @@ def table(result: BenchResult) -> str:
         best = max(x for x in (result.critical_s, result.gpu_limit_s) if x is not None)
         if "async" in result.runs and best > 0:
             lines.append(f"async is {result.runs['async'].completion_time_s / best:.2f}x the larger bound")
-    lines.append(f"benchmark wall time {result.wall_s:.1f} s")
+    ctrl = ", ".join(f"{mode} {m.controller_us_per_agent_step:.1f}" for mode, m in result.runs.items())
+    lines.append(f"controller overhead (us per agent-step): {ctrl}")
+    lines.append(f"benchmark wall time {result.wall_s:.1f} s, peak memory {peak_memory_mb():.0f} MB")
     return "\n".join(lines)

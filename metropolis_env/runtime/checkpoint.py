@@ -10,13 +10,15 @@ Calls completed since the checkpoint are not lost either: every call is appended
 `calls.jsonl` as it completes (RecordingBackend), and a resumed run serves them from there
 (ReplayBackend), so re-running an interrupted step costs no LLM time and gets the same answers.
 
-Contract for agents (what makes the checkpoint exact): an agent changes its own state only after
-the last `await` of its `act()`, i.e. together with returning its action. A checkpoint is taken
-only between commits, when every agent is either idle or suspended inside an LLM call.
+Agents in the middle of a step when a checkpoint is taken (or when the run fails) are saved as
+they were when the step was dispatched: the controller pickles each agent as it dispatches it,
+so a checkpoint never holds half a step, whatever the agent mutates while it acts. References
+from an agent to the env are kept as references (not copies) through pickle's persistent ids.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import tempfile
@@ -98,6 +100,38 @@ class Checkpointer:
         return d / CHECKPOINT
 
 
+class _EnvRefPickler(pickle.Pickler):
+    def __init__(self, f, env):
+        super().__init__(f, protocol=pickle.HIGHEST_PROTOCOL)
+        self._env = env
+
+    def persistent_id(self, obj):
+        return "env" if obj is self._env else None
+
+
+class _EnvRefUnpickler(pickle.Unpickler):
+    def __init__(self, f, env):
+        super().__init__(f)
+        self._env = env
+
+    def persistent_load(self, pid):
+        if pid != "env":
+            raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
+        return self._env
+
+
+def snapshot(agent: Any, env: Any) -> bytes:
+    """Pickle an agent as it is now, keeping its references to `env` as references."""
+    f = io.BytesIO()
+    _EnvRefPickler(f, env).dump(agent)
+    return f.getvalue()
+
+
+def restore(data: bytes, env: Any) -> Any:
+    """The agent of `snapshot`, its env references pointing at `env`."""
+    return _EnvRefUnpickler(io.BytesIO(data), env).load()
+
+
 def load(directory: str | os.PathLike) -> dict[str, Any]:
     """The last checkpoint of a run directory."""
     path = Path(directory) / CHECKPOINT
@@ -122,7 +156,9 @@ def resume(directory: str | os.PathLike, progress: bool = False):
     state = load(directory)
     ck = Checkpointer(directory, state["backend_factory"], every=state["every"])
     backend = ck.build_backend()
-    controller = Controller(state["env"], state["agents"], backend, state["mode"],
+    agents = dict(state["agents"])
+    agents.update({name: restore(data, state["env"]) for name, data in state["snapshots"].items()})
+    controller = Controller(state["env"], agents, backend, state["mode"],
                             seed=state["seed"], max_clusters=state["max_clusters"],
                             models=state["models"], progress=progress, checkpoint=ck,
                             resume_state=state)

@@ -26,7 +26,8 @@ from ..env import AsyncParallelEnv
 from ..errors import ConfigError, MetropolisError
 from . import eager
 from .agent import Agent, LLMClient, StepContext
-from .checkpoint import Checkpointer
+from .checkpoint import Checkpointer, snapshot
+from .executors import Executor
 from .metrics import MetricsRecorder, RunMetrics
 
 MODES = ("async", "sync", "single", "oracle", "nodep")
@@ -50,14 +51,19 @@ class Controller:
     models: optional {agent: model name} passed on with every LLM call.
     progress: show a tqdm progress bar over agent-steps.
     on_commit: optional callback(agent, step, action) after each committed agent-step.
+    executor: where agent-steps run; None runs them in this event loop on `backend`. An executor
+    (e.g. `RayExecutor`) runs them elsewhere on backends it builds itself: pass backend=None. The
+    controller keeps the ready queue and commits; after a successful run `agents` hold the
+    agents' final state. No checkpointing with an executor (the agents live in the workers).
     """
 
-    def __init__(self, env: AsyncParallelEnv, agents: Mapping[str, Agent], backend: Backend,
+    def __init__(self, env: AsyncParallelEnv, agents: Mapping[str, Agent], backend: Backend | None,
                  mode: str = "async", *, seed: int | None = 0, max_clusters: int | None = None,
                  dependencies: Callable[[int, int], Iterable[int]] | None = None,
                  models: Mapping[str, str] | None = None, progress: bool = False,
                  record_calls: bool = False, on_commit: Callable[[str, int, Any], None] | None = None,
-                 checkpoint: "Checkpointer | None" = None, resume_state: dict | None = None):
+                 checkpoint: "Checkpointer | None" = None, resume_state: dict | None = None,
+                 executor: "Executor | None" = None):
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}; choose one of {MODES}")
         missing = [a for a in env.possible_agents if a not in agents]
@@ -68,6 +74,10 @@ class Controller:
                 raise ConfigError(f"agent {name!r} has no act(observation, ctx) method")
         if mode == "oracle" and dependencies is None:
             raise ConfigError("mode 'oracle' needs dependencies=(agent_index, step) -> perceived agent indices")
+        if executor is None and backend is None:
+            raise ConfigError("pass a backend (or an executor that builds its own backends)")
+        if executor is not None and (checkpoint is not None or resume_state is not None):
+            raise ConfigError("runs on an executor cannot checkpoint or resume yet: the agents live in its workers")
         if max_clusters is not None and max_clusters < 1:
             raise ConfigError(f"max_clusters must be >= 1 or None, got {max_clusters}")
         self.env = env
@@ -82,7 +92,9 @@ class Controller:
         self.record_calls = record_calls
         self.on_commit = on_commit
         self.checkpoint = checkpoint
+        self._snapshots: dict[str, bytes] = {}
         self.resume_state = resume_state
+        self.executor = executor
         if resume_state is not None and mode not in ("async", "sync", "single"):
             raise ConfigError(f"mode {mode!r} cannot be resumed (only async, sync and single runs checkpoint)")
         if checkpoint is not None and mode not in ("async", "sync", "single"):
@@ -93,6 +105,8 @@ class Controller:
 
     async def run(self) -> RunMetrics:
         loop = asyncio.get_running_loop()
+        if self.executor is not None:
+            await self.executor.start(self.agents, self.models)  # workers up before the clock starts
         self.metrics = MetricsRecorder(loop.time, record_calls=self.record_calls)
         if self.resume_state is not None:
             self.committed = dict(self.resume_state["committed"])
@@ -122,14 +136,23 @@ class Controller:
         finally:
             if self._bar is not None:
                 self._bar.close()
+            if self.executor is not None:
+                backend_stats = await self.executor.stop()
         if self.checkpoint is not None:
             self._save_checkpoint()
-        return self.metrics.finish(self.mode, deps, self.backend.stats(), time.perf_counter() - wall0,
+        if self.executor is None:
+            backend_stats = self.backend.stats()
+        else:
+            self.agents.update(self.executor.agents())
+        return self.metrics.finish(self.mode, deps, backend_stats, time.perf_counter() - wall0,
                                    self._controller_s, true_deps)
 
     # -- one agent-step ---------------------------------------------------------------------
 
     async def _act(self, agent: str, step: int, obs: Any) -> Any:
+        if self.checkpoint is not None:
+            # the agent as it was before this step: what a checkpoint saves while it is acting
+            self._snapshots[agent] = snapshot(self.agents[agent], self.env)
         ctx = StepContext(agent, step, LLMClient(self.backend, agent, step, self.metrics, self.models.get(agent)))
         t0 = self.metrics.now()
         try:
@@ -140,6 +163,9 @@ class Controller:
             raise AgentStepError(agent, step, e) from e
         self.metrics.step_done(self.metrics.now() - t0)
         return action
+
+    async def _act_remote(self, agent: str, step: int, obs: Any) -> Any:
+        return (await self.executor.act_cluster((agent,), step, [obs], self.metrics))[agent]
 
     def _mark_committed(self, agent: str, step: int, action: Any) -> None:
         # The ledger that proves no step is lost or run twice.
@@ -152,6 +178,7 @@ class Controller:
             self._bar.update(1)
         if self.checkpoint is not None:
             self.checkpoint.since_last += 1
+            self._snapshots.pop(agent, None)
 
     def _maybe_checkpoint(self) -> None:
         # Called only between commits: every agent is idle or suspended in an LLM call.
@@ -159,8 +186,10 @@ class Controller:
             self._save_checkpoint()
 
     def _save_checkpoint(self):
+        snapshots = dict(self._snapshots)
         return self.checkpoint.save({
-            "env": self.env, "agents": self.agents, "mode": self.mode, "seed": self.seed,
+            "env": self.env, "agents": {n: a for n, a in self.agents.items() if n not in snapshots},
+            "snapshots": snapshots, "mode": self.mode, "seed": self.seed,
             "max_clusters": self.max_clusters, "models": self.models, "committed": self.committed,
         })
 
@@ -198,9 +227,15 @@ class Controller:
                 self._mark_committed(a, step, actions[a])
             enqueue(new_obs, truncs)
 
+        if self.executor is None:
+            act_cluster = self._act_cluster
+        else:
+            def act_cluster(cl, step, obs):
+                return self.executor.act_cluster(cl, step, obs, self.metrics)
+
         def dispatch(entry: tuple[int, int, tuple[str, ...]]):
             step, _, cl = entry
-            return eager.start(self._act_cluster(cl, step, [ready_obs.pop(a) for a in cl]))
+            return eager.start(act_cluster(cl, step, [ready_obs.pop(a) for a in cl]))
 
         await self._drive(heap, dispatch, commit, lambda: env.step_range)
 
@@ -268,8 +303,12 @@ class Controller:
             step = self.env.agent_step(sync.agents[0]) if sync.agents else self.env.max_steps
         while sync.agents:
             agents = list(sync.agents)
-            if sequential:
-                acts = [await self._act(a, step, obs[a]) for a in agents]
+            if self.executor is not None and not sequential:  # one request per worker per step
+                got = await self.executor.act_cluster(agents, step, [obs[a] for a in agents], self.metrics)
+                acts = [got[a] for a in agents]
+            elif sequential:
+                act = self._act if self.executor is None else self._act_remote
+                acts = [await act(a, step, obs[a]) for a in agents]
             else:
                 acts = await _gather_eager([self._act(a, step, obs[a]) for a in agents])
             t_ctrl = time.perf_counter()
@@ -310,9 +349,11 @@ class Controller:
         for i in range(n):
             try_ready(i)
 
+        act = self._act if self.executor is None else self._act_remote
+
         def dispatch(entry: tuple[int, int]):
             t, i = entry
-            return eager.start(self._act(names[i], t, {"step": t}))
+            return eager.start(act(names[i], t, {"step": t}))
 
         def commit(entry: tuple[int, int], action: Any) -> None:
             t, i = entry
@@ -389,4 +430,4 @@ def run(env: AsyncParallelEnv, agents: Mapping[str, Agent], backend: Backend, mo
     from .. import clock
 
     controller = Controller(env, agents, backend, mode, **kwargs)
-    return clock.run(controller.run(), virtual=backend.virtual_time)
+    return clock.run(controller.run(), virtual=backend is not None and backend.virtual_time)

@@ -74,6 +74,7 @@ class MetricsRecorder:
         self.step_latencies: list[float] = []
         self.calls: list[tuple[str, int, int, float, float]] | None = [] if record_calls else None
         self.timeline: list[tuple[float, int]] = []  # (time, outstanding) change points
+        self._remote_spans: list[tuple[float, float]] = []
 
     def now(self) -> float:
         return self._clock() - self.t0
@@ -101,6 +102,21 @@ class MetricsRecorder:
         if self.calls is not None:
             self.calls.append((req.agent, req.step, req.index, resp.start - self.t0, resp.end - self.t0))
 
+    def record_remote_call(self, agent: str, step: int, index: int, sent: float, answered: float,
+                           start: float, end: float, tokens_in: int, tokens_out: int, retries: int) -> None:
+        """A call made on another worker (a Ray actor), in this recorder's clock: counts as
+        call_started at `sent`, call_finished at `answered` and record_call with the backend's
+        `start`/`end`. Parallelism stays the time-integral of outstanding calls (the sum of the
+        spans); the timeline is rebuilt from the spans at finish, as they arrive out of order."""
+        self._area_outstanding += answered - sent
+        self._remote_spans.append((sent - self.t0, answered - self.t0))
+        self.llm_calls += 1
+        self.tokens_in += tokens_in
+        self.tokens_out += tokens_out
+        self.retries += retries
+        if self.calls is not None:
+            self.calls.append((agent, step, index, start - self.t0, end - self.t0))
+
     def set_spread(self, spread: int) -> None:
         t = self._clock()
         self._area_spread += self.spread * (t - self._t_spread)
@@ -120,6 +136,8 @@ class MetricsRecorder:
         lat = np.asarray(self.step_latencies, dtype=float)
         pct = (lambda q: float(np.percentile(lat, q))) if lat.size else (lambda q: 0.0)
         n = len(self.step_latencies)
+        if self._remote_spans:
+            self.timeline = _timeline(self._remote_spans)
         return RunMetrics(
             mode=mode,
             completion_time_s=total,
@@ -142,3 +160,13 @@ class MetricsRecorder:
             timeline=self.timeline,
             calls=self.calls,
         )
+
+
+def _timeline(spans: list[tuple[float, float]]) -> list[tuple[float, int]]:
+    """(time, outstanding) at every change, from (start, end) spans of calls."""
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    out, n = [], 0
+    for t, d in events:
+        n += d
+        out.append((t, n))
+    return out

@@ -60,13 +60,12 @@ def _field(key: _Key, tx: int, ty: int) -> np.ndarray:
         d += 1
         nxt = (frontier[:, None] + offsets).ravel()
         nxt = nxt[open_flat[nxt] & (dist[nxt] < 0)]
-        dist[nxt] = d
-        # Deduplicate without sorting: keep the last writer of each tile.
-        marker = dist  # reuse: write the position, read it back, then restore d
+        # Deduplicate without sorting (tiles reached from two frontier tiles): write each entry's
+        # position into `dist`, keep the entries that read their own position back, then
+        # store the real distance.
         order = np.arange(nxt.size, dtype=np.int32)
-        marker[nxt] = -2 - order
-        keep = marker[nxt] == -2 - order
-        nxt = nxt[keep]
+        dist[nxt] = -2 - order
+        nxt = nxt[dist[nxt] == -2 - order]
         dist[nxt] = d
         frontier = nxt
     out = dist.reshape(open_.shape)[1:h + 1, 1:w + 1].copy()

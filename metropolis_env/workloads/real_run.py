@@ -1,0 +1,197 @@
+"""the_ville-morning: the recorded 25-agent Generative Agents run shipped with the package.
+
+Positions, activities and conversations come from `data/the_ville/runs/skip-morning-s-14`
+(3,000 steps from midnight to 08:22). The run recorded no LLM calls, so call chains are
+synthesised from its events by the calibrated call model (`calls.py`).
+
+Time: trace position t + 1 is the recorded tile after step t (the data's row for step t);
+position 0, the tile before step 0, was not recorded and is taken to be the row-0 tile.
+
+Teleports: at the segment joins of the recorded chain (steps 2425 and 2878) five agents jump
+2 to 13 tiles in one step. An env with max_vel = 1 cannot replay that, so `positions` walks
+each jump along a 4-connected shortest path instead and then catches up with the recording by
+skipping the recording's pauses (agents mostly stand still); once caught up it follows the
+recording again. `meta["teleports"]` lists the jumps and `meta["deviating_agent_steps"]`
+counts the times whose tile differs from the recording.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from functools import lru_cache
+
+import numpy as np
+
+from ..world import data_path, the_ville
+from . import calls as C
+from .perception import perceived_csr
+from .trace import Trace
+from .walking import path4
+
+RUN = "skip-morning-s-14"
+RADIUS_P = 4
+
+
+def the_ville_morning(seed: int = 0) -> Trace:
+    """The recorded run as a trace; `seed` only drives the synthesised call chains (cached)."""
+    return _morning(int(seed))
+
+
+@lru_cache(maxsize=1)
+def _recorded() -> dict:
+    base = data_path("the_ville", "runs", RUN)
+    with base.joinpath("meta.json").open(encoding="utf-8") as f:
+        meta = json.load(f)
+    names = meta["persona_names"]
+    index = {n: i for i, n in enumerate(names)}
+    n, steps = len(names), int(meta["n_steps"])
+    xy = np.zeros((n, steps, 2), dtype=np.int16)
+    for row in _rows(base.joinpath("positions.csv.gz")):
+        t, a = int(row["step"]), index[row["agent"]]
+        xy[a, t] = (int(row["x"]), int(row["y"]))
+    table: dict[str, int] = {}
+    activity = np.zeros((n, steps), dtype=np.int32)
+    partner = np.full((n, steps), -1, dtype=np.int32)
+    for row in _rows(base.joinpath("events.csv.gz")):
+        t, a = int(row["step"]), index[row["agent"]]
+        activity[a, t] = table.setdefault(row["description"], len(table))
+        if row["chat_partner"]:
+            partner[a, t] = index[row["chat_partner"]]
+    seconds = np.zeros(steps + 1, dtype=np.int64)
+    jumps = {e["step"]: int(e["seconds_since_previous_step"]) for e in meta["step_time_exceptions"]}
+    # seconds[t] is the game time of step t (the state before it); the clock jump recorded at
+    # step s lies between times s - 1 and s.
+    dt = np.full(steps, int(meta["seconds_per_step"]), dtype=np.int64)
+    for s, sec in jumps.items():
+        if 1 <= s < steps:
+            dt[s - 1] = sec
+    seconds[1:] = np.cumsum(dt)
+    return {"names": tuple(names), "xy": xy, "activity": activity, "partner": partner,
+            "activities": tuple(sorted(table, key=table.get)), "seconds": seconds, "meta": meta}
+
+
+def _rows(path):
+    with path.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8", newline="") as f:
+        yield from csv.DictReader(io.StringIO(f.read()))
+
+
+def legal_positions(recorded: np.ndarray) -> tuple[np.ndarray, list[dict], int]:
+    """Make every move 4-connected: walk over teleports, then catch up (see module docstring).
+
+    recorded: int (N, T + 1, 2). Returns (positions, teleports, deviating agent-steps).
+    """
+    world = the_ville()
+    out = recorded.copy()
+    teleports: list[dict] = []
+    steps = recorded.shape[1]
+    for a in range(recorded.shape[0]):
+        moves = np.abs(np.diff(recorded[a].astype(np.int64), axis=0)).sum(axis=1)
+        if not (moves > 1).any():
+            continue
+        # Waypoints: the recorded tiles with every jump filled by a walk; `due[t]` is the
+        # waypoint the recording has reached at time t.
+        waypoints = [tuple(recorded[a, 0])]
+        due = np.zeros(steps, dtype=np.int64)
+        for t in range(1, steps):
+            cur = tuple(recorded[a, t])
+            if moves[t - 1] > 1:
+                teleports.append({"agent": a, "step": t - 1, "manhattan": int(moves[t - 1])})
+                waypoints.extend(map(tuple, path4(world, waypoints[-1], cur)[1:].tolist()))
+            elif cur != waypoints[-1]:
+                waypoints.append(cur)
+            due[t] = len(waypoints) - 1
+        w = 0
+        for t in range(1, steps):
+            if w < due[t]:
+                w += 1  # one tile per step: behind the recording, walk on (its pauses are skipped)
+            out[a, t] = waypoints[w]
+    deviating = int(np.count_nonzero((out != recorded).any(axis=2)))
+    return out, teleports, deviating
+
+
+@lru_cache(maxsize=8)
+def _morning(seed: int) -> Trace:
+    rec = _recorded()
+    names = rec["names"]
+    n, steps = rec["xy"].shape[0], rec["xy"].shape[1]
+    recorded = np.concatenate([rec["xy"][:, :1], rec["xy"]], axis=1)
+    positions, teleports, deviating = legal_positions(recorded)
+    world = the_ville()
+    counts, ids = perceived_csr(world, positions, steps, RADIUS_P, True)
+    events = _events(rec, counts, ids)
+    chains = C.sample_chains(events, np.random.default_rng([seed, 0x7669]))
+    meta = {"workload": "the_ville-morning", "seed": seed, "run": RUN, "world": {"map": "the_ville"},
+            "teleports": teleports, "deviating_agent_steps": deviating,
+            "conversations": int(np.count_nonzero(events.chat_initiator))}
+    trace = Trace(
+        name="the_ville-morning", agents=names, world=world, positions=positions,
+        activity=rec["activity"], activities=rec["activities"], partner=rec["partner"],
+        utterance=_utterances(rec["partner"]), n_calls=chains.n_calls,
+        input_tokens=chains.input_tokens, output_tokens=chains.output_tokens,
+        call_kind=chains.call_kind, call_kinds=C.CALL_KINDS, n_perceived=counts, perceived_ids=ids,
+        seconds=rec["seconds"], radius_p=RADIUS_P, same_zone=True,
+        start_time=rec["meta"]["start_time"], seconds_per_step=int(rec["meta"]["seconds_per_step"]),
+        meta=meta)
+    for key in ("positions", "n_calls", "input_tokens", "output_tokens", "call_kind",
+                "n_perceived", "perceived_ids"):
+        getattr(trace, key).setflags(write=False)
+    return trace
+
+
+def _events(rec: dict, counts: np.ndarray, ids: np.ndarray) -> C.StepEvents:
+    texts = rec["activities"]
+    activity, partner = rec["activity"], rec["partner"]
+    n, steps = activity.shape
+    asleep_id = np.array([t.startswith("sleeping") for t in texts])
+    awake = ~asleep_id[activity]
+    # "task (sub-task) @ place": a new task is a new activity, a new sub-task only a sub-task.
+    task = np.array([t.split(" @ ")[0].split(" (")[0] for t in texts])
+    task_id = np.unique(task, return_inverse=True)[1].reshape(-1)[activity]
+    changed = np.zeros((n, steps), dtype=bool)
+    changed[:, 1:] = activity[:, 1:] != activity[:, :-1]
+    new_task = np.zeros((n, steps), dtype=bool)
+    new_task[:, 1:] = task_id[:, 1:] != task_id[:, :-1]
+    chatting = partner >= 0
+    prev = np.full((n, steps), -1, dtype=np.int32)
+    prev[:, 1:] = partner[:, :-1]
+    nxt = np.full((n, steps), -1, dtype=np.int32)
+    nxt[:, :-1] = partner[:, 1:]
+    start = chatting & (prev != partner)
+    # The recording does not say who spoke first: the lower index starts (generates) the chat.
+    initiator = start & (np.arange(n)[:, None] < partner)
+    turns = np.zeros((n, steps), dtype=np.int32)
+    for a, t in zip(*np.nonzero(initiator)):
+        b = partner[a, t]
+        end = t
+        while end + 1 < steps and partner[a, end + 1] == b:
+            end += 1
+        # One utterance per two steps of conversation, within Generative Agents' usual range.
+        turns[a, t] = int(np.clip((end - t + 1) // 2, 4, 16))
+    wake = np.zeros((n, steps), dtype=bool)
+    wake[:, 1:] = awake[:, 1:] & ~awake[:, :-1]
+    return C.StepEvents(
+        awake=awake, wake=wake, new_activity=new_task & ~chatting & awake,
+        new_subtask=changed & ~new_task & ~chatting & awake, n_perceived=counts,
+        new_events=C.new_perceived_events(counts, ids, activity), chat_initiator=initiator,
+        chat_turns=turns, chat_partner_start=start & ~initiator, chat_end=chatting & (nxt != partner))
+
+
+def _utterances(partner: np.ndarray) -> np.ndarray:
+    # Speakers alternate within each conversation, its lower-index agent first.
+    n, steps = partner.shape
+    out = np.zeros((n, steps), dtype=bool)
+    for a in range(n):
+        t = 0
+        while t < steps:
+            b = partner[a, t]
+            if b < 0:
+                t += 1
+                continue
+            s = t
+            while t < steps and partner[a, t] == b:
+                out[a, t] = ((t - s) % 2 == 0) == (a < b)
+                t += 1
+    return out
