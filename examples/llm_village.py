@@ -39,7 +39,7 @@ def main() -> None:
     if a.base_url:
         from metropolis_env.backends.openai_backend import OpenAIBackend
 
-        backend = OpenAIBackend(base_urls=a.base_url, model=a.model, send_priority=not a.no_priority)
+        backend = OpenAIBackend(a.base_url, model=a.model, priority="off" if a.no_priority else "low_first")
     else:
         from metropolis_env.backends.echo import EchoBackend
 

@@ -30,6 +30,15 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-clusters", type=int, default=None, help="cap on clusters in flight")
     p.add_argument("--base-url", action="append", default=[], help="OpenAI-compatible server (repeatable)")
     p.add_argument("--api-model", default=None, help="model name on the real server")
+    p.add_argument("--server", default="vllm", help="kind of real server, for priority and fixed output "
+                   "length: vllm | sglang | llamacpp | transformers | openai")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per request attempt (real servers)")
+    p.add_argument("--steps", type=int, default=None, help="replay only the window's first N steps")
+    p.add_argument("--executor", default="local", choices=("local", "ray"),
+                   help="where agent-steps run: local (this process) | ray (a pool of Ray actors)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join with --executor ray (e.g. auto, ray://head:10001); default: a local Ray")
+    p.add_argument("--actors", type=int, default=4, help="Ray actors hosting the agents (--executor ray)")
     p.add_argument("--json", dest="json_path", default=None, help="write results as JSON here")
     p.add_argument("--plot", dest="plot_dir", default=None, help="write figures (PNG) into this folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -42,7 +51,9 @@ def _config(a: argparse.Namespace):
     return BenchConfig(workload=a.workload, agents=a.agents, window=a.window, seed=a.seed, modes=a.modes,
                        backend=a.backend, gpu=a.gpu, model=a.model, gpus=a.gpus, policy=a.policy,
                        bound=a.bound, max_clusters=a.max_clusters, base_urls=tuple(a.base_url),
-                       api_model=a.api_model, progress=not a.no_progress, lower_bounds=not a.no_bounds,
+                       api_model=a.api_model, server=a.server, timeout_s=a.timeout, steps=a.steps,
+                       executor=a.executor, ray_address=a.address, ray_actors=a.actors,
+                       progress=not a.no_progress, lower_bounds=not a.no_bounds,
                        record_calls=a.plot_dir is not None and a.agents <= 100)
 
 

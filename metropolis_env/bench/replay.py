@@ -8,6 +8,7 @@ steps may start, which is what the benchmark measures.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 from ..env import AsyncParallelEnv
@@ -24,6 +25,13 @@ def word_prompt(n_tokens: int) -> str:
     return " ".join(f"t{k % 1000}" for k in range(n_tokens))
 
 
+def fixed_length_generation_config(n_out: int) -> dict:
+    """Request fields that make `transformers serve` generate exactly `n_out` tokens
+    (shared/gpu/REAL_SERVER.md: it takes a JSON generation_config per request)."""
+    return {"generation_config": json.dumps({"min_new_tokens": n_out, "max_new_tokens": n_out,
+                                             "do_sample": False})}
+
+
 class TraceAgent:
     """Re-enacts agent `index` of `trace`.
 
@@ -33,13 +41,22 @@ class TraceAgent:
     """
 
     def __init__(self, trace, index: int, max_vel: int = 1, prompt: PromptFn | None = None,
-                 check_position: bool = True):
+                 check_position: bool = True, generation_config: bool = False):
         self.trace = trace
         self.index = index
         self.name = trace.agents[index]
         self.prompt = prompt
         self.check_position = check_position
+        self.generation_config = generation_config
         self._move_index = {off: k for k, off in enumerate(move_offsets(max_vel))}
+
+    def state_dict(self) -> None:
+        # act() never changes a trace agent: workers that host it (RayExecutor) snapshot nothing,
+        # instead of pickling the whole trace after every step.
+        return None
+
+    def load_state_dict(self, state: None) -> None:
+        pass
 
     async def act(self, observation: Any, ctx: StepContext) -> dict:
         t = ctx.step
@@ -52,8 +69,9 @@ class TraceAgent:
                                       f"the trace at {here}")
         for n_in, n_out in self.trace.calls(self.index, t):
             n_in, n_out = int(n_in), int(n_out)
+            extra = {"extra_body": fixed_length_generation_config(n_out)} if self.generation_config else {}
             await ctx.llm.complete(self.prompt(n_in) if self.prompt else None,
-                                   input_tokens=n_in, output_tokens=n_out, max_tokens=n_out)
+                                   input_tokens=n_in, output_tokens=n_out, max_tokens=n_out, **extra)
         nxt = (int(pos[self.index, t + 1, 0]), int(pos[self.index, t + 1, 1]))
         move = self._move_index.get((nxt[0] - here[0], nxt[1] - here[1]))
         if move is None:
@@ -72,5 +90,7 @@ def trace_env(trace, *, radius_p: int | None = None, max_vel: int = 1, bound: An
                             perception="arena" if trace.same_zone else "box", seed=seed, bound=bound)
 
 
-def trace_agents(trace, prompt: PromptFn | None = None, max_vel: int = 1) -> dict[str, TraceAgent]:
-    return {name: TraceAgent(trace, i, max_vel=max_vel, prompt=prompt) for i, name in enumerate(trace.agents)}
+def trace_agents(trace, prompt: PromptFn | None = None, max_vel: int = 1,
+                 generation_config: bool = False) -> dict[str, TraceAgent]:
+    return {name: TraceAgent(trace, i, max_vel=max_vel, prompt=prompt, generation_config=generation_config)
+            for i, name in enumerate(trace.agents)}

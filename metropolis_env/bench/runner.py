@@ -13,6 +13,17 @@ from .replay import trace_agents, trace_env, word_prompt
 
 WINDOWS = ("full", "busy", "quiet")
 
+#: How each kind of OpenAI-compatible server takes request priority and a fixed output length
+#: (see backends/openai_backend.py for the sources). "transformers" (`transformers serve`) has no
+#: priority and fixes the length through a per-request generation_config (replay.py).
+SERVER_STYLES = {
+    "vllm": {"priority": "low_first", "fixed_length": True},
+    "sglang": {"priority": "high_first", "fixed_length": True},
+    "llamacpp": {"priority": "off", "fixed_length": True},
+    "transformers": {"priority": "off", "fixed_length": False},
+    "openai": {"priority": "off", "fixed_length": False},
+}
+
 
 @dataclass
 class BenchConfig:
@@ -32,6 +43,12 @@ class BenchConfig:
     max_clusters: int | None = None
     base_urls: tuple[str, ...] = ()
     api_model: str | None = None
+    server: str = "vllm"
+    timeout_s: float = 300.0
+    steps: int | None = None
+    executor: str = "local"
+    ray_address: str | None = None
+    ray_actors: int = 4
     progress: bool = True
     lower_bounds: bool = True
     record_calls: bool = False
@@ -46,6 +63,17 @@ class BenchConfig:
             raise ConfigError(f"unknown backend {self.backend!r}; choose 'sim' or 'openai'")
         if self.backend == "openai" and not self.base_urls:
             raise ConfigError("--backend openai needs --base-url (an OpenAI-compatible server)")
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"unknown executor {self.executor!r}; choose 'local' or 'ray'")
+        if self.executor == "ray" and self.backend == "sim":
+            raise ConfigError("--executor ray runs on wall-clock time in separate processes, and the simulated "
+                              "server needs one virtual clock: use --backend openai with --executor ray")
+        if self.executor == "ray" and self.ray_actors < 1:
+            raise ConfigError(f"--actors must be >= 1, got {self.ray_actors}")
+        if self.server not in SERVER_STYLES:
+            raise ConfigError(f"unknown server kind {self.server!r}; choose from {tuple(SERVER_STYLES)}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if self.gpus < 1:
             raise ConfigError(f"gpus must be >= 1, got {self.gpus}")
 
@@ -100,9 +128,13 @@ class BenchResult:
 
 
 def load_trace(cfg: BenchConfig):
+    """The workload trace of `cfg`, cut to its first `cfg.steps` steps if set."""
     from ..workloads import load_workload
 
-    return load_workload(cfg.workload, agents=cfg.agents, seed=cfg.seed, window=cfg.window)
+    trace = load_workload(cfg.workload, agents=cfg.agents, seed=cfg.seed, window=cfg.window)
+    if cfg.steps is not None and cfg.steps < trace.n_steps:
+        trace = trace.window(0, cfg.steps)
+    return trace
 
 
 def make_backend(cfg: BenchConfig):
@@ -113,19 +145,32 @@ def make_backend(cfg: BenchConfig):
         return make_sim(gpu=cfg.gpu, model=cfg.model, gpus=cfg.gpus, policy=cfg.policy)
     from ..backends.openai_backend import OpenAIBackend
 
-    return OpenAIBackend(base_urls=list(cfg.base_urls), model=cfg.api_model or cfg.model,
-                         send_priority=cfg.policy == "priority")
+    style = SERVER_STYLES[cfg.server]
+    priority = style["priority"] if cfg.policy == "priority" else "off"
+    return OpenAIBackend(list(cfg.base_urls), model=cfg.api_model or cfg.model, priority=priority,
+                         fixed_length=style["fixed_length"], timeout=cfg.timeout_s)
 
 
 def run_mode(trace, cfg: BenchConfig, mode: str) -> RunMetrics:
     """Run one mode of the benchmark on `trace` and return its metrics."""
     env = trace_env(trace, bound=cfg.bound, seed=cfg.seed)
     prompt = word_prompt if cfg.backend == "openai" else None
-    agents = trace_agents(trace, prompt=prompt)
-    backend = make_backend(cfg)
+    agents = trace_agents(trace, prompt=prompt,
+                          generation_config=cfg.backend == "openai" and cfg.server == "transformers")
+    if cfg.executor == "ray":
+        from functools import partial
+
+        from ..runtime.executors import RayExecutor
+
+        # Each actor builds its own backend from the config (a backend instance is not shipped).
+        executor = RayExecutor(num_actors=cfg.ray_actors, backend_factory=partial(make_backend, cfg),
+                               address=cfg.ray_address)
+        backend = None
+    else:
+        executor, backend = None, make_backend(cfg)
     return run(env, agents, backend, mode, seed=cfg.seed, max_clusters=cfg.max_clusters,
                dependencies=trace.perceived if mode == "oracle" else None,
-               progress=cfg.progress, record_calls=cfg.record_calls)
+               progress=cfg.progress, record_calls=cfg.record_calls, executor=executor)
 
 
 def run_bench(cfg: BenchConfig, trace=None) -> BenchResult:
