@@ -34,6 +34,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
                    "length: vllm | sglang | llamacpp | transformers | openai")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request attempt (real servers)")
     p.add_argument("--steps", type=int, default=None, help="replay only the window's first N steps")
+    p.add_argument("--trace", default=None, help="replay a trace file saved with Trace.save instead")
     p.add_argument("--executor", default="local", choices=("local", "ray"),
                    help="where agent-steps run: local (this process) | ray (a pool of Ray actors)")
     p.add_argument("--address", default=None,
@@ -51,7 +52,7 @@ def _config(a: argparse.Namespace):
     return BenchConfig(workload=a.workload, agents=a.agents, window=a.window, seed=a.seed, modes=a.modes,
                        backend=a.backend, gpu=a.gpu, model=a.model, gpus=a.gpus, policy=a.policy,
                        bound=a.bound, max_clusters=a.max_clusters, base_urls=tuple(a.base_url),
-                       api_model=a.api_model, server=a.server, timeout_s=a.timeout, steps=a.steps,
+                       api_model=a.api_model, server=a.server, timeout_s=a.timeout, steps=a.steps, trace_path=a.trace,
                        executor=a.executor, ray_address=a.address, ray_actors=a.actors,
                        progress=not a.no_progress, lower_bounds=not a.no_bounds,
                        record_calls=a.plot_dir is not None and a.agents <= 100)

@@ -46,6 +46,7 @@ class BenchConfig:
     server: str = "vllm"
     timeout_s: float = 300.0
     steps: int | None = None
+    trace_path: str | None = None
     executor: str = "local"
     ray_address: str | None = None
     ray_actors: int = 4
@@ -128,10 +129,16 @@ class BenchResult:
 
 
 def load_trace(cfg: BenchConfig):
-    """The workload trace of `cfg`, cut to its first `cfg.steps` steps if set."""
+    """The workload trace of `cfg` (or the saved trace file `cfg.trace_path`), cut to its first
+    `cfg.steps` steps if set."""
     from ..workloads import load_workload
 
-    trace = load_workload(cfg.workload, agents=cfg.agents, seed=cfg.seed, window=cfg.window)
+    if cfg.trace_path:
+        from ..workloads import Trace
+
+        trace = Trace.load(cfg.trace_path)
+    else:
+        trace = load_workload(cfg.workload, agents=cfg.agents, seed=cfg.seed, window=cfg.window)
     if cfg.steps is not None and cfg.steps < trace.n_steps:
         trace = trace.window(0, cfg.steps)
     return trace

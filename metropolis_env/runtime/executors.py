@@ -184,13 +184,14 @@ def _portable(e: BaseException) -> BaseException:
 # -- the driver side --------------------------------------------------------------------------
 
 class RayExecutor:
-    """Runs agent-steps on `num_actors` async Ray actors, agents assigned round-robin.
+    """Runs agent-steps on `num_actors` async Ray actors, agents assigned round-robin. One run at
+    a time: `Controller.run` starts the actors and stops them at its end.
 
     backend_factory: picklable zero-argument callable (a module-level function, or
         functools.partial of one) building the LLM backend inside each actor. Its backend must
         run on real time (`virtual_time` False): actors are separate processes, so there is no
         shared virtual clock.
-    address: the Ray cluster to join (`ray.init(address=...)`, e.g. "auto" or "ray://head:10001");
+    address: the Ray cluster to join (`ray.init(address=...)`, e.g. "auto" or "head:6379");
         None joins the Ray already initialised in this process, else starts a local one.
     max_concurrency: agent-steps one actor runs at once (async actor: coroutines, not threads).
     actor_options: passed to `.options()` of every actor (num_cpus, resources, runtime_env, ...).
@@ -257,6 +258,7 @@ class RayExecutor:
         except Exception as e:
             raise ConfigError(f"backend_factory must be picklable to reach the actors: {e}") from None
         t0 = time.perf_counter()
+        self.restarts = self.reruns = 0
         if not ray.is_initialized():
             ray.init(address=self.address, **self.init_kwargs)
         self._ray = ray
@@ -269,14 +271,24 @@ class RayExecutor:
         self._models = dict(models)
         # One object per slot: agents sharing read-only data (a trace, a map) pickle it once per
         # actor, and a replacement actor reads the same object instead of a new upload.
-        self._shipped = [ray.put({a: agents[a] for a in names if self._slot[a] == k}) for k in range(n)]
+        try:
+            self._shipped = [ray.put({a: agents[a] for a in names if self._slot[a] == k}) for k in range(n)]
+        except Exception as e:
+            raise ConfigError(f"the agents must be picklable (cloudpickle) to run on Ray actors: {e}") from e
         self._cls = ray.remote(AgentHost)
         self._handles = [self._spawn(k) for k in range(n)]
         self._gen = [0] * n
         self._seeded: list[set[str]] = [set() for _ in range(n)]
         self._inflight = [0] * n
         self._failures = [0] * n
-        await asyncio.gather(*(h.ready.remote() for h in self._handles))
+        try:
+            await asyncio.gather(*(h.ready.remote() for h in self._handles))
+        except self._died as e:
+            for h in self._handles:
+                ray.kill(h, no_restart=True)
+            self._handles = []
+            raise ExecutorError(f"Ray actors failed to start (are metropolis-env and the agents' code "
+                                f"installed on every node?): {e}") from e
         self.startup_s = time.perf_counter() - t0
         loop = asyncio.get_running_loop()
         self._wall_to_run = loop.time() - time.time()

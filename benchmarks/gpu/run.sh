@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The real-GPU check of issue 6: a real continuous-batching server on one GPU, the benchmark's
+# single/sync/async modes against it on slices of the busy hour (25 and 100 agents, fixed output
+# lengths), and the per-iteration latency of the model by batch size (to check the simulator).
+#
+#   bash benchmarks/gpu/run.sh OUT_DIR [CARRY_DIR]
+#
+# CARRY_DIR (optional) holds wheels/ (Python packages the GPU image lacks, installed offline into
+# a private folder) and traces/ (trace files saved with Trace.save, so that the GPU run and its
+# simulated twin replay exactly the same calls). Without traces/, the traces are generated here.
+# Budget: about 7 minutes on an H200 (model build 1 min, server start 20 s, benches ~5 min).
+set -u
+OUT=${1:-out/gpu}
+CARRY=${2:-}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+if [ -n "$CARRY" ] && [ -d "$CARRY/wheels" ]; then
+  SITE=$(mktemp -d)
+  $PY -m pip install --no-index --no-deps --target "$SITE" "$CARRY"/wheels/*.whl -q >"$OUT/pip.log" 2>&1
+  export PYTHONPATH="$PYTHONPATH:$SITE"
+fi
+MODEL=${MODEL_DIR:-/tmp/llama3-8b-random}
+PORT=${PORT:-18080}
+URL="http://127.0.0.1:$PORT/v1"
+T0=$(date +%s)
+log() { echo "[gpu $(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/run.log"; }
+
+log "building the random-weight model and profiling forward passes"
+$PY "$ROOT/benchmarks/gpu/build_model.py" "$MODEL" "$OUT/profile.json" >"$OUT/build.log" 2>&1 || { log "build failed"; tail -20 "$OUT/build.log"; exit 1; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$OUT/gpu.txt" 2>&1
+
+log "starting transformers serve (continuous batching)"
+$PY -m transformers.cli.transformers serve "$MODEL" --continuous-batching --host 127.0.0.1 --port "$PORT" >"$OUT/server.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null' EXIT
+$PY - "$URL" "$MODEL" <<'PYEOF' || { log "server did not come up"; tail -30 "$OUT/server.log"; exit 1; }
+import json, sys, time, urllib.request
+url, model = sys.argv[1], sys.argv[2]
+body = json.dumps({"model": model, "prompt": "t1 t2 t3", "max_tokens": 2,
+                   "generation_config": json.dumps({"min_new_tokens": 2, "max_new_tokens": 2, "do_sample": False})}).encode()
+for _ in range(180):
+    try:
+        req = urllib.request.Request(url + "/completions", body, {"Content-Type": "application/json"})
+        print(urllib.request.urlopen(req, timeout=30).read()[:300]); sys.exit(0)
+    except Exception as e:
+        time.sleep(1)
+sys.exit(1)
+PYEOF
+log "server up"
+
+bench() {  # name, time limit (s), extra args...
+  local name=$1 limit=$2; shift 2
+  log "bench $name"
+  timeout "$limit" $PY -m metropolis_env.cli bench --backend openai --server transformers --base-url "$URL" \
+      --api-model "$MODEL" --no-bounds --no-progress --json "$OUT/$name.json" "$@" >"$OUT/$name.log" 2>&1 \
+      || log "bench $name failed or timed out (see $name.log)"
+  tail -12 "$OUT/$name.log" | tee -a "$OUT/run.log"
+}
+trace_args() {  # agents, steps
+  if [ -n "$CARRY" ] && [ -f "$CARRY/traces/busy-$1.npz" ]; then
+    echo "--trace $CARRY/traces/busy-$1.npz --steps $2"
+  else
+    echo "--workload genagents-day --window busy --agents $1 --steps $2"
+  fi
+}
+bench busy25 260 $(trace_args 25 ${STEPS25:-8}) --modes single,sync,async
+bench busy100 200 $(trace_args 100 ${STEPS100:-6}) --modes sync,async
+log "done"
