@@ -1,5 +1,8 @@
 """LLM backends: the embedded simulated server, OpenAI-compatible servers, and a replay cache."""
 
 from .base import Backend, BackendError, LLMRequest, LLMResponse
+from .echo import EchoBackend
+from .simulated import SimulatedBackend, make_backend
 
-__all__ = ["Backend", "BackendError", "LLMRequest", "LLMResponse"]
+__all__ = ["Backend", "BackendError", "LLMRequest", "LLMResponse", "EchoBackend", "SimulatedBackend",
+           "make_backend"]

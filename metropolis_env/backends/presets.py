@@ -1,0 +1,162 @@
+"""Hardware, model and server presets of the simulated backend, with the numbers they come from.
+
+Pure data and look-ups; the server that uses them is `metropolis_env.backends.simulated`. Every
+constant is cited here and in docs/SIMULATOR.md. Units: bytes, bytes/s, FLOP/s, seconds; GB and
+TB are decimal (1e9, 1e12), as in the vendors' data sheets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class GPU:
+    """One accelerator: memory size, peak memory bandwidth and peak dense bf16 tensor compute."""
+
+    name: str
+    memory_bytes: float
+    mem_bw: float  # bytes/s
+    peak_flops: float  # FLOP/s, dense bf16 (no structured sparsity)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A transformer as the roofline sees it.
+
+    params: all weights (read once per iteration when every expert is touched).
+    active_params: weights one token passes through (= params for dense models; top-k experts
+    plus the shared layers for a mixture of experts). KV cache per token:
+    2 (K and V) * layers * kv_heads * head_dim * bytes_per_param.
+    """
+
+    name: str
+    params: float
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    active_params: float | None = None
+    experts: int = 1
+    experts_per_token: int = 1
+    bytes_per_param: int = 2  # bf16
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return 2 * self.layers * self.kv_heads * self.head_dim * self.bytes_per_param
+
+    @property
+    def weight_bytes(self) -> float:
+        return self.params * self.bytes_per_param
+
+    @property
+    def attn_dim(self) -> int:
+        """Width of the attention product (query heads x head dim)."""
+        return self.heads * self.head_dim
+
+
+GB = 1e9
+TB = 1e12
+TFLOPS = 1e12
+
+#: Data-sheet numbers (dense bf16 tensor TFLOPS, i.e. half the "with sparsity" figure).
+#: L4: NVIDIA L4 Tensor Core GPU data sheet (24 GB GDDR6, 300 GB/s, 242 TFLOPS bf16 with sparsity).
+#: A100: NVIDIA A100 Tensor Core GPU data sheet (80 GB HBM2e SXM: 2,039 GB/s; 40 GB SXM: 1,555 GB/s;
+#: 312 TFLOPS bf16 dense). H100 SXM: NVIDIA H100 data sheet (80 GB HBM3, 3.35 TB/s, 1,979 TFLOPS
+#: bf16 with sparsity). H200: NVIDIA H200 data sheet (141 GB HBM3e, 4.8 TB/s, same compute as H100).
+GPUS: dict[str, GPU] = {
+    "l4": GPU("NVIDIA L4", 24 * GB, 300 * GB, 121 * TFLOPS),
+    "a100-80gb": GPU("NVIDIA A100-SXM 80GB", 80 * GB, 2039 * GB, 312 * TFLOPS),
+    "a100-40gb": GPU("NVIDIA A100-SXM 40GB", 40 * GB, 1555 * GB, 312 * TFLOPS),
+    "h100": GPU("NVIDIA H100 SXM", 80 * GB, 3350 * GB, 989 * TFLOPS),
+    "h200": GPU("NVIDIA H200", 141 * GB, 4800 * GB, 989 * TFLOPS),
+}
+_GPU_ALIASES = {"a100": "a100-80gb", "h100-sxm": "h100", "h200-sxm": "h200"}
+
+#: Model shapes from the models' published configurations (Hugging Face config.json of
+#: meta-llama/Meta-Llama-3-8B and -70B, mistralai/Mixtral-8x7B-v0.1). Parameter counts: Llama-3-8B
+#: 8.03 B (8,030,261,248 counted in ../shared/gpu/REAL_SERVER.md's model), Llama-3-70B 70.6 B (Meta's
+#: model card), Mixtral-8x7B 46.7 B total / 12.9 B active per token (Mistral AI, "Mixtral of
+#: experts", Dec 2023).
+MODELS: dict[str, ModelSpec] = {
+    "llama-3-8b": ModelSpec("Llama-3-8B", 8.03e9, layers=32, heads=32, kv_heads=8, head_dim=128),
+    "llama-3-70b": ModelSpec("Llama-3-70B", 70.6e9, layers=80, heads=64, kv_heads=8, head_dim=128),
+    "mixtral-8x7b": ModelSpec("Mixtral-8x7B", 46.7e9, layers=32, heads=32, kv_heads=8, head_dim=128,
+                              active_params=12.9e9, experts=8, experts_per_token=2),
+}
+_MODEL_ALIASES = {"llama3-8b": "llama-3-8b", "llama-3.1-8b": "llama-3-8b", "llama3-70b": "llama-3-70b",
+                  "llama-3.1-70b": "llama-3-70b", "mixtral": "mixtral-8x7b"}
+
+#: Server defaults: vLLM's (engine arguments `max_num_seqs`=256, `max_num_batched_tokens`=8192
+#: with chunked prefill, `gpu_memory_utilization`=0.9). Memory-bandwidth utilisation ("MBU", the
+#: share of peak bandwidth a well-optimised stack achieves while streaming weights in decode): 0.8,
+#: the middle of the 70-85 % range commonly reported for vLLM / TensorRT-LLM. Compute: 0.6 of peak
+#: in prefill-sized matrix products (typical model-FLOPs utilisation of large GEMMs in serving).
+SERVER_DEFAULTS: dict[str, Any] = {
+    "max_batch": 256,
+    "max_batched_tokens": 8192,
+    "gpu_memory_utilization": 0.9,
+    "mem_efficiency": 0.8,
+    "compute_efficiency": 0.6,
+    "iteration_overhead_s": 0.0,
+}
+
+#: Measured on a real server: `transformers serve --continuous-batching` (no CUDA graphs) on one
+#: H200 with a random-weight Llama-3-8B, 642 prompt / 22 output tokens, closed loop of N clients.
+#: Source: shared/gpu/REAL_SERVER.md, raw data shared/data/gpu/h200-transformers-serve-sweep.json
+#: (measured 2026-11-27). {concurrent requests: requests per second}.
+H200_TRANSFORMERS_SERVE_REQ_PER_S: dict[int, float] = {
+    1: 1.11, 2: 1.51, 4: 2.60, 8: 5.00, 16: 8.54, 32: 9.98, 64: 9.89, 128: 8.44,
+}
+H200_TRANSFORMERS_SERVE_SHAPE = (642, 22)  # (prompt tokens, output tokens) of every request
+
+#: Named servers: a GPU, a model and server knobs. `h200-transformers-serve` is fitted to the
+#: table above (grid search, docs/SIMULATOR.md): 36 ms of fixed cost per iteration (the measured
+#: eager decode step is 35 ms at batch 1 against a 3.4 ms roofline), per-token compute at 15 % of
+#: peak (eager kernels, no CUDA graphs, padded attention), at most 1024 tokens and 32 requests per
+#: iteration. Throughput then saturates near 10 requests/s as measured.
+SERVER_PRESETS: dict[str, dict[str, Any]] = {
+    "h200-transformers-serve": {
+        "gpu": "h200",
+        "model": "llama-3-8b",
+        "iteration_overhead_s": 0.036,
+        "compute_efficiency": 0.15,
+        "mem_efficiency": 1.0,
+        "max_batched_tokens": 1024,
+        "max_batch": 32,
+    },
+}
+
+
+def gpu_spec(name: str | GPU) -> GPU:
+    """The GPU preset called `name` (case-insensitive; aliases: a100 = a100-80gb)."""
+    if isinstance(name, GPU):
+        return name
+    key = _GPU_ALIASES.get(str(name).lower(), str(name).lower())
+    if key not in GPUS:
+        raise ConfigError(f"unknown GPU {name!r}: choose one of {sorted(GPUS) + sorted(_GPU_ALIASES)}, "
+                          f"a server preset {sorted(SERVER_PRESETS)}, or pass a presets.GPU")
+    return GPUS[key]
+
+
+def model_spec(name: str | ModelSpec) -> ModelSpec:
+    """The model preset called `name` (case-insensitive)."""
+    if isinstance(name, ModelSpec):
+        return name
+    key = _MODEL_ALIASES.get(str(name).lower(), str(name).lower())
+    if key not in MODELS:
+        raise ConfigError(f"unknown model {name!r}: choose one of {sorted(MODELS)} "
+                          f"(aliases {sorted(_MODEL_ALIASES)}), or pass a presets.ModelSpec")
+    return MODELS[key]
+
+
+def default_tp(gpu: GPU, model: ModelSpec) -> int:
+    """Smallest power-of-two tensor-parallel degree whose GPUs hold the weights in at most 70 % of
+    their memory (the rest is KV cache): Llama-3-8B on one L4, Llama-3-70B on 4 A100-80GB."""
+    tp = 1
+    while model.weight_bytes > 0.7 * tp * gpu.memory_bytes:
+        tp *= 2
+    return tp
