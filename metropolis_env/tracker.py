@@ -53,6 +53,8 @@ class DependencyTracker:
         # blockers found when the agent started its current step: its tracker dependencies.
         self.initial_blockers: list[int] = [0] * n
         self._cell_size = max(1, self.bound.search_radius(2 * self.max_vel))
+        # The box bound's radius, when the hazard can be computed inline (see _link).
+        self._box_radius = self.bound.radius_p if type(self.bound) is BoxBound else None
         self._grid: dict[tuple[int, int], set[int]] = {}
         self._cell: list[tuple[int, int]] = []
         for i, p in enumerate(self.pos):
@@ -164,24 +166,34 @@ class DependencyTracker:
         """Find `i`'s coupling partners and blockers among agents at or behind its step."""
         si, pi = self.step[i], self.pos[i]
         v = self.max_vel
-        hazard = self.bound.hazard
         coupled_i, blockers_i = self.coupled[i], self.blockers[i]
-        step = self.step
-        pos = self.pos
+        step, pos, coupled, blocks = self.step, self.pos, self.coupled, self.blocks
         # The farthest possible blocker is the laggard at min_step.
         radius = self.bound.search_radius((si - self.min_step + 1) * v)
+        box_r = self._box_radius
+        hazard = self.bound.hazard
+        px, py = pi
         for j in self._near(pi, radius):
             sj = step[j]
             if sj > si or j == i:
                 continue
-            h = hazard(pi, pos[j])
+            if box_r is not None:
+                # rules.box_hazard inlined: this loop is the tracker's hot path
+                qx, qy = pos[j]
+                dx = px - qx if px > qx else qx - px
+                dy = py - qy if py > qy else qy - py
+                h = (dx if dx > dy else dy) - box_r
+                if h < 0:
+                    h = 0
+            else:
+                h = hazard(pi, pos[j])
             if sj == si:
                 if rules.coupled(h, v):
                     coupled_i.add(j)
-                    self.coupled[j].add(i)
+                    coupled[j].add(i)
             elif rules.blocks(h, si - sj, v):
                 blockers_i.add(j)
-                self.blocks[j].add(i)
+                blocks[j].add(i)
         self.initial_blockers[i] = len(blockers_i)
 
     # -- spatial hash ----------------------------------------------------------------------
@@ -190,20 +202,23 @@ class DependencyTracker:
         cs = self._cell_size
         return (p[0] // cs, p[1] // cs)
 
-    def _near(self, p: Tile, radius: int):
+    def _near(self, p: Tile, radius: int) -> list[int]:
         """Agents in cells that may hold a tile within Chebyshev `radius` of `p`."""
         cs = self._cell_size
         x0, x1 = (p[0] - radius) // cs, (p[0] + radius) // cs
         y0, y1 = (p[1] - radius) // cs, (p[1] + radius) // cs
         grid = self._grid
+        out: list[int] = []
         if (x1 - x0 + 1) * (y1 - y0 + 1) > len(grid):
             # A far laggard makes the box huge: walking the occupied cells is cheaper.
             for (cx, cy), cell in grid.items():
                 if x0 <= cx <= x1 and y0 <= cy <= y1:
-                    yield from cell
-            return
+                    out.extend(cell)
+            return out
+        get = grid.get
         for cx in range(x0, x1 + 1):
             for cy in range(y0, y1 + 1):
-                cell = grid.get((cx, cy))
+                cell = get((cx, cy))
                 if cell:
-                    yield from cell
+                    out.extend(cell)
+        return out

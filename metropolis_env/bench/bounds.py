@@ -17,35 +17,52 @@ from .. import clock
 from ..backends.base import LLMRequest
 
 
-def _unloaded_latencies(trace, backend) -> dict[tuple[int, int], float]:
-    pairs = sorted({(int(a), int(b)) for i in range(len(trace.agents)) for t in range(trace.n_steps)
-                    for a, b in trace.calls(i, t)})
+def _unloaded_latencies(pairs: np.ndarray, backend) -> np.ndarray:
+    """Latency of each distinct (input, output) token pair served alone on an idle `backend`."""
 
-    async def measure() -> dict[tuple[int, int], float]:
-        out = {}
+    async def measure() -> list[float]:
+        out = []
         for n_in, n_out in pairs:  # one at a time: the server is idle for each
-            resp = await backend.complete(LLMRequest("critical-path", 0, 0, input_tokens=n_in,
-                                                     output_tokens=n_out, max_tokens=n_out))
-            out[(n_in, n_out)] = resp.end - resp.start
+            resp = await backend.complete(LLMRequest("critical-path", 0, 0, input_tokens=int(n_in),
+                                                     output_tokens=int(n_out), max_tokens=int(n_out)))
+            out.append(resp.end - resp.start)
         return out
 
-    return clock.run(measure(), virtual=True)
+    return np.asarray(clock.run(measure(), virtual=True), dtype=float)
+
+
+def step_costs(trace, backend) -> np.ndarray:
+    """(n_steps, n_agents) seconds of each agent-step's call chain, each call served alone."""
+    pairs = np.stack([trace.input_tokens, trace.output_tokens], axis=1).astype(np.int64)
+    if not len(pairs):
+        return np.zeros((trace.n_steps, len(trace.agents)))
+    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    per_call = _unloaded_latencies(uniq, backend)[inverse.ravel()]
+    cum = np.concatenate([[0.0], np.cumsum(per_call)])
+    off = np.asarray(trace.call_offsets, dtype=np.int64)  # step-major: (t, a) -> t * n + a
+    return (cum[off[1:]] - cum[off[:-1]]).reshape(trace.n_steps, len(trace.agents))
 
 
 def critical_path_s(trace, backend) -> float:
     """Longest dependency chain of call latencies (seconds), with unlimited GPUs."""
-    latency = _unloaded_latencies(trace, backend)
     n = len(trace.agents)
+    if n == 0:
+        return 0.0
+    cost = step_costs(trace, backend)
+    off = np.asarray(trace.perceived_offsets, dtype=np.int64)
+    ids = np.asarray(trace.perceived_ids, dtype=np.int64)
     finish = np.zeros(n)
     for t in range(trace.n_steps):
+        lo, hi = off[t * n:(t + 1) * n], off[t * n + 1:(t + 1) * n + 1]
         start = finish.copy()
-        for i in range(n):
-            deps = trace.perceived(i, t)
-            if len(deps):
-                start[i] = max(start[i], float(finish[np.asarray(deps, dtype=np.int64)].max()))
-        cost = np.array([sum(latency[(int(a), int(b))] for a, b in trace.calls(i, t)) for i in range(n)])
-        finish = start + cost
-    return float(finish.max()) if n else 0.0
+        has = hi > lo
+        if has.any():
+            # max over each agent's perceived agents of their finish time at step t-1
+            seen = finish[ids[lo[0]:hi[-1]]]
+            peak = np.maximum.reduceat(seen, lo[has] - lo[0])
+            start[has] = np.maximum(start[has], peak)
+        finish = start + cost[t]
+    return float(finish.max())
 
 
 def gpu_limit_s(trace, backend) -> float:
