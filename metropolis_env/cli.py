@@ -26,7 +26,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="llama-3-8b", help="simulated model preset")
     p.add_argument("--gpus", type=int, default=1, help="data-parallel GPU replicas of the simulated server")
     p.add_argument("--policy", default="priority", help="priority (smallest step first) | fcfs")
-    p.add_argument("--bound", default="box", help="dependency bound: box (the paper's)")
+    p.add_argument("--bound", default="box", help="dependency bound: box (the paper's) | map (walls and rooms)")
     p.add_argument("--max-clusters", type=int, default=None, help="cap on clusters in flight")
     p.add_argument("--base-url", action="append", default=[], help="OpenAI-compatible server (repeatable)")
     p.add_argument("--api-model", default=None, help="model name on the real server")

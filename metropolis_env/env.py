@@ -8,6 +8,7 @@ would observe under global-step execution (see `rules.py` and DESIGN semantics).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -86,7 +87,7 @@ class AsyncParallelEnv:
             if not isinstance(a, str) or not a or len(a) > msp.NAME_MAX or msp.bad_chars(a):
                 raise ConfigError(f"agent names must be non-empty strings of at most {msp.NAME_MAX} "
                                   f"characters from spaces.CHARSET, got {a!r}")
-        dupes = sorted({a for a in names if names.count(a) > 1})
+        dupes = sorted(a for a, c in Counter(names).items() if c > 1)
         if dupes:
             raise ConfigError(f"duplicate agent names {dupes}: every agent needs its own name")
         if start_tiles is not None:
@@ -111,7 +112,10 @@ class AsyncParallelEnv:
         self._offsets = msp.move_offsets(self.max_vel)
         self._stay = msp.stay_index(self.max_vel)
         self._obs_space = msp.observation_space(world.width, world.height, self.max_steps, self.max_vel)
-        self._act_space = msp.action_space(self.max_vel)
+        # One action space per agent, made on first use: each space owns its RNG, so seeding and
+        # sampling one agent's space (PettingZoo's seed test) must not disturb another's.
+        self._act_spaces: dict[str, msp.AgentActionSpace] = {}
+        self._locations: dict[Tile, str] = {}
         self._tracker: DependencyTracker | None = None
         self.agents: list[str] = []
 
@@ -123,7 +127,10 @@ class AsyncParallelEnv:
 
     def action_space(self, agent: str):
         self._idx(agent)
-        return self._act_space
+        space = self._act_spaces.get(agent)
+        if space is None:
+            space = self._act_spaces[agent] = msp.action_space(self.max_vel)
+        return space
 
     @property
     def num_agents(self) -> int:
@@ -519,6 +526,13 @@ class AsyncParallelEnv:
         out.sort()
         return out
 
+    def _location(self, p: Tile) -> str:
+        # Agents revisit few tiles; formatting the name every observation was a visible cost.
+        loc = self._locations.get(p)
+        if loc is None:
+            loc = self._locations[p] = self.world.location(p)
+        return loc
+
     def _mask(self, p: Tile) -> np.ndarray:
         return _move_mask(self.world, p, self.max_vel)
 
@@ -542,7 +556,7 @@ class AsyncParallelEnv:
         return {
             "position": np.array(p, dtype=np.int64),
             "step": tr.step[i],
-            "location": self.world.location(p),
+            "location": self._location(p),
             "activity": self._activity[i],
             "utterance": self._utterance[i],
             "perceived": tuple({"name": names[j], "position": np.array(tr.pos[j], dtype=np.int64),
@@ -561,17 +575,20 @@ class AsyncParallelEnv:
 
 
 def _move_mask(world: TileMap, p: Tile, max_vel: int) -> np.ndarray:
-    mask = _mask_cached(world, p, max_vel)
-    return mask.copy()
-
-
-@lru_cache(maxsize=65536)
-def _mask_cached(world: TileMap, p: Tile, max_vel: int) -> np.ndarray:
+    # The moves of `move_offsets` are the (2v+1) x (2v+1) square around p, row-major: exactly
+    # the slice of the walkable grid padded with v rows and columns of wall on every side.
     x, y = p
-    w, h = world.width, world.height
-    walk = world.walkable
-    return np.array([1 if 0 <= x + dx < w and 0 <= y + dy < h and walk[y + dy, x + dx] else 0
-                     for dx, dy in msp.move_offsets(max_vel)], dtype=np.int8)
+    return _padded_walkable(world, max_vel)[y:y + 2 * max_vel + 1, x:x + 2 * max_vel + 1].flatten()
+
+
+@lru_cache(maxsize=16)
+def _padded_walkable(world: TileMap, max_vel: int) -> np.ndarray:
+    """int8 walkable grid of `world` with a border of `max_vel` blocked tiles (map edges)."""
+    v = max_vel
+    out = np.zeros((world.height + 2 * v, world.width + 2 * v), dtype=np.int8)
+    out[v:v + world.height, v:v + world.width] = world.walkable
+    out.setflags(write=False)
+    return out
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -598,8 +615,11 @@ def _check_start(world: TileMap, agent: str, tile: Any) -> Tile:
 def _make_bound(bound: Any, env: AsyncParallelEnv):
     if bound == "box":
         return BoxBound(env.radius_p)
+    if bound == "map":
+        from .map_bound import shared_map_bound  # walls and rooms: see docs/MAP_BOUND.md
+        return shared_map_bound(env.world, env.radius_p, env.max_vel, env.perception)
     if isinstance(bound, str):
-        raise ConfigError(f"unknown bound {bound!r}; available: 'box'")
+        raise ConfigError(f"unknown bound {bound!r}; available: 'box', 'map'")
     if not (hasattr(bound, "hazard") and hasattr(bound, "search_radius")):
         raise ConfigError("a custom bound needs hazard(a, b) and search_radius(h) methods (see bounds.py)")
     return bound

@@ -30,6 +30,9 @@ def make(world: str | W.TileMap = "the_ville", agents: int | list[str] | Mapping
     a list of names (spawned likewise), or {name: (x, y)} start tiles.
     perception: "arena" (box narrowed to the same room, as Generative Agents; default on the
     villes) or "box" (default on grids and custom maps).
+    bound: the dependency bound, "box" (the paper's) or "map" (walking distance around walls and
+    rooms, fewer false dependencies; see docs/MAP_BOUND.md), or an object with
+    hazard(a, b) / search_radius(h) (see bounds.py).
     """
     if isinstance(world, W.TileMap):
         tmap = world
