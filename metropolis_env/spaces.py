@@ -15,8 +15,6 @@ vector over `move` that is 1 for moves onto walkable tiles. Following PettingZoo
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 from gymnasium import spaces
 
@@ -74,9 +72,12 @@ def _text(max_length: int) -> spaces.Text:
     return spaces.Text(max_length=max_length, min_length=0, charset=CHARSET)
 
 
-@lru_cache(maxsize=None)
 def action_space(max_vel: int) -> AgentActionSpace:
-    """The action space for a given `max_vel` (one shared object per value)."""
+    """A new action space for a given `max_vel`.
+
+    A fresh object per call: a space carries its own RNG, and agents (and environments) that
+    shared one would perturb each other's seeded samples.
+    """
     return AgentActionSpace({
         "move": spaces.Discrete(len(move_offsets(max_vel))),
         "activity": _text(TEXT_MAX),

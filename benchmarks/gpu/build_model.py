@@ -84,7 +84,10 @@ def main() -> None:
     t0 = time.time()
     model = build(model_dir)
     built = time.time() - t0
-    prof = profile(model)
+    try:
+        prof = profile(model)
+    except Exception as e:  # the profile is a bonus: never lose the model (and the bench) over it
+        prof = {"error": f"{type(e).__name__}: {e}"}
     prof.update(build_and_save_s=built, gpu=torch.cuda.get_device_name(0),
                 params=sum(p.numel() for p in model.parameters()), torch=torch.__version__)
     with open(profile_json, "w") as f:

@@ -65,6 +65,6 @@ trace_args() {  # agents, steps
     echo "--workload genagents-day --window busy --agents $1 --steps $2"
   fi
 }
-bench busy25 260 $(trace_args 25 ${STEPS25:-8}) --modes single,sync,async
+bench busy25 260 $(trace_args 25 ${STEPS25:-10}) --modes single,sync,async
 bench busy100 200 $(trace_args 100 ${STEPS100:-6}) --modes sync,async
 log "done"

@@ -30,7 +30,7 @@ class LLMRequest:
     max_tokens: int = 64
     input_tokens: int | None = None
     output_tokens: int | None = None
-    temperature: float = 0.0
+    temperature: float | None = 0.0
     model: str | None = None
     priority: int | None = None
     extra: dict = field(default_factory=dict, compare=False, hash=False)

@@ -217,8 +217,9 @@ class OpenAIBackend(Backend):
         elif self.priority == "high_first":
             extra["priority"] = -request.effective_priority
         extra.update(request.extra.get("extra_body") or {})
-        body: dict[str, Any] = {"model": self.model_for(request), "max_tokens": max_tokens,
-                                "temperature": request.temperature}
+        body: dict[str, Any] = {"model": self.model_for(request), "max_tokens": max_tokens}
+        if request.temperature is not None:  # None: the server's default (some reject 0 with greedy configs)
+            body["temperature"] = request.temperature
         if request.messages is not None:
             body["messages"] = [dict(m) for m in request.messages]
         else:

@@ -69,7 +69,9 @@ class TraceAgent:
                                       f"the trace at {here}")
         for n_in, n_out in self.trace.calls(self.index, t):
             n_in, n_out = int(n_in), int(n_out)
-            extra = {"extra_body": fixed_length_generation_config(n_out)} if self.generation_config else {}
+            # transformers serve: greedy decoding from the generation_config, no temperature field
+            extra = ({"extra_body": fixed_length_generation_config(n_out), "temperature": None}
+                     if self.generation_config else {})
             await ctx.llm.complete(self.prompt(n_in) if self.prompt else None,
                                    input_tokens=n_in, output_tokens=n_out, max_tokens=n_out, **extra)
         nxt = (int(pos[self.index, t + 1, 0]), int(pos[self.index, t + 1, 1]))

@@ -21,8 +21,11 @@ def _f(x, fmt: str = "{:.2f}", none: str = "-") -> str:
 def table(result: BenchResult) -> str:
     """A markdown table: one row per mode, then the lower bounds."""
     cfg = result.config
-    head = (f"workload {cfg.workload}, {cfg.agents} agents, window {cfg.window}, "
-            f"{cfg.gpus} x {cfg.gpu} / {cfg.model} ({cfg.backend}, {cfg.policy}, bound {cfg.bound})")
+    server = (f"{cfg.gpus} x {cfg.gpu} / {cfg.model} (simulated" if cfg.backend == "sim" else
+              f"{cfg.api_model or cfg.model} on {len(cfg.base_urls)} {cfg.server} endpoint(s) (real")
+    source = f"trace {cfg.trace_path}" if cfg.trace_path else f"workload {cfg.workload}, {cfg.agents} agents, window {cfg.window}"
+    head = (f"{source}{f', first {cfg.steps} steps' if cfg.steps else ''}, "
+            f"{server}, {cfg.policy}, bound {cfg.bound})")
     lines = [head, "",
              "| mode | time (s) | vs sync | vs single | % of oracle | parallelism | deps/agent | "
              "spread | LLM calls | tokens in | tokens out | wall (s) |",

@@ -201,4 +201,6 @@ def _stats(trace) -> dict:
         s = trace.stats()
     except AttributeError:
         return {}
-    return s if isinstance(s, dict) else asdict(s)
+    s = s if isinstance(s, dict) else asdict(s)
+    # numpy values (calls per hour, counts) as plain JSON types
+    return {k: v.tolist() if hasattr(v, "tolist") else v for k, v in s.items()}

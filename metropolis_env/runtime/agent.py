@@ -35,7 +35,7 @@ class LLMClient:
 
     async def complete(self, prompt: str | None = None, *, messages: list[dict] | None = None,
                        max_tokens: int = 64, input_tokens: int | None = None,
-                       output_tokens: int | None = None, temperature: float = 0.0,
+                       output_tokens: int | None = None, temperature: float | None = 0.0,
                        model: str | None = None, **extra: Any) -> LLMResponse:
         """Make the next call of this step's chain and return the backend's response."""
         req = LLMRequest(agent=self.agent, step=self.step, index=self.calls, prompt=prompt,

@@ -92,6 +92,9 @@ class Controller:
         self.record_calls = record_calls
         self.on_commit = on_commit
         self.checkpoint = checkpoint
+        # Steps start eagerly in the caller's task only on the virtual clock (simulated backends),
+        # where it saves a Task per step; real clients (httpx/anyio) need their own task.
+        self._manual_eager = bool(getattr(backend, "virtual_time", False))
         self._snapshots: dict[str, bytes] = {}
         self.resume_state = resume_state
         self.executor = executor
@@ -235,7 +238,7 @@ class Controller:
 
         def dispatch(entry: tuple[int, int, tuple[str, ...]]):
             step, _, cl = entry
-            return eager.start(act_cluster(cl, step, [ready_obs.pop(a) for a in cl]))
+            return eager.start(act_cluster(cl, step, [ready_obs.pop(a) for a in cl]), self._manual_eager)
 
         await self._drive(heap, dispatch, commit, lambda: env.step_range)
 
@@ -293,7 +296,7 @@ class Controller:
     async def _act_cluster(self, cl: tuple[str, ...], step: int, obs: list[Any]) -> dict[str, Any]:
         if len(cl) == 1:
             return {cl[0]: await self._act(cl[0], step, obs[0])}
-        actions = await _gather_eager([self._act(a, step, o) for a, o in zip(cl, obs)])
+        actions = await _gather_eager([self._act(a, step, o) for a, o in zip(cl, obs)], self._manual_eager)
         return dict(zip(cl, actions))
 
     # -- sync / single ----------------------------------------------------------------------
@@ -318,7 +321,7 @@ class Controller:
                 act = self._act if self.executor is None else self._act_remote
                 acts = [await act(a, step, obs[a]) for a in agents]
             else:
-                acts = await _gather_eager([self._act(a, step, obs[a]) for a in agents])
+                acts = await _gather_eager([self._act(a, step, obs[a]) for a in agents], self._manual_eager)
             t_ctrl = time.perf_counter()
             actions = dict(zip(agents, acts))
             obs, _, _, _, _ = sync.step(actions)
@@ -361,7 +364,7 @@ class Controller:
 
         def dispatch(entry: tuple[int, int]):
             t, i = entry
-            return eager.start(act(names[i], t, {"step": t}))
+            return eager.start(act(names[i], t, {"step": t}), self._manual_eager)
 
         def commit(entry: tuple[int, int], action: Any) -> None:
             t, i = entry
@@ -378,13 +381,13 @@ class Controller:
         return dep_total / (n * max_steps)
 
 
-async def _gather_eager(coros: list) -> list:
+async def _gather_eager(coros: list, manual: bool = True) -> list:
     """Like gather(), but steps that need no waiting finish without a Task; on the first
     failure the others are cancelled."""
     started: list = []
     try:
         for c in coros:
-            started.append(eager.start(c))
+            started.append(eager.start(c, manual))
         tasks = [s for s in started if not isinstance(s, eager.Done)]
         if tasks:
             await asyncio.gather(*tasks)

@@ -8,6 +8,7 @@ Python 3.12 has `asyncio.eager_task_factory`; this is the same idea for 3.10+.
 from __future__ import annotations
 
 import asyncio
+import sys
 import types
 from typing import Any, Coroutine
 
@@ -21,14 +22,30 @@ class Done:
         self.value = value
 
 
-def start(coro: Coroutine) -> Done | asyncio.Task:
+def start(coro: Coroutine, manual: bool = True) -> Done | asyncio.Task:
     """Run `coro` until it first suspends. Returns Done(result) if it finished (an exception it
-    raised propagates), else a Task that continues it from where it stopped."""
+    raised propagates), else a Task that continues it from where it stopped.
+
+    On Python >= 3.12 this is a real eager Task. Before 3.12 the first part runs in the *caller's*
+    task (`manual=True`), which code that binds to the current task across an await (anyio
+    cancel scopes, as in httpx; asyncio.timeout) does not survive: pass manual=False there to get
+    a plain Task instead.
+    """
+    if _EAGER_TASKS:
+        task = asyncio.Task(coro, eager_start=True)
+        if task.done():
+            return Done(task.result())
+        return task
+    if not manual:
+        return asyncio.ensure_future(coro)
     try:
         yielded = coro.send(None)
     except StopIteration as stop:
         return Done(stop.value)
     return asyncio.ensure_future(_resume(coro, yielded))
+
+
+_EAGER_TASKS = sys.version_info >= (3, 12)
 
 
 @types.coroutine
