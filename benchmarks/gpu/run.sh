@@ -13,9 +13,14 @@ set -u
 OUT=${1:-out/gpu}
 CARRY=${2:-}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+[ -n "$CARRY" ] && CARRY=$(cd "$CARRY" && pwd)
 PY=${PYTHON:-python3}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# The package as an install lays it out (wrappers/ is metropolis_env.wrappers), without pip.
+PKG=$(mktemp -d)
+cp -r "$ROOT/metropolis_env" "$PKG/" && cp -r "$ROOT/wrappers" "$PKG/metropolis_env/wrappers"
+export PYTHONPATH="$PKG${PYTHONPATH:+:$PYTHONPATH}"
 if [ -n "$CARRY" ] && [ -d "$CARRY/wheels" ]; then
   SITE=$(mktemp -d)
   $PY -m pip install --no-index --no-deps --target "$SITE" "$CARRY"/wheels/*.whl -q >"$OUT/pip.log" 2>&1
@@ -27,17 +32,21 @@ URL="http://127.0.0.1:$PORT/v1"
 T0=$(date +%s)
 log() { echo "[gpu $(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/run.log"; }
 
-log "building the random-weight model and profiling forward passes"
-$PY "$ROOT/benchmarks/gpu/build_model.py" "$MODEL" "$OUT/profile.json" >"$OUT/build.log" 2>&1 || { log "build failed"; tail -20 "$OUT/build.log"; exit 1; }
+if [ -f "$MODEL/config.json" ] && [ -f "$OUT/profile.json" ]; then
+  log "model already built in $MODEL"
+else
+  log "building the random-weight model and profiling forward passes"
+  $PY "$ROOT/benchmarks/gpu/build_model.py" "$MODEL" "$OUT/profile.json" >"$OUT/build.log" 2>&1 || { log "build failed"; tail -20 "$OUT/build.log"; exit 1; }
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$OUT/gpu.txt" 2>&1
 
 log "starting transformers serve (continuous batching)"
 $PY -m transformers.cli.transformers serve "$MODEL" --continuous-batching --host 127.0.0.1 --port "$PORT" >"$OUT/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null' EXIT
-$PY - "$URL" "$MODEL" <<'PYEOF' || { log "server did not come up"; tail -30 "$OUT/server.log"; exit 1; }
-import json, sys, time, urllib.request
-url, model = sys.argv[1], sys.argv[2]
+$PY - "$URL" "$MODEL" "$SERVER" <<'PYEOF' || { log "server did not come up"; tail -30 "$OUT/server.log"; exit 1; }
+import json, os, sys, time, urllib.request
+url, model, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
 body = json.dumps({"model": model, "prompt": "t1 t2 t3", "max_tokens": 2,
                    "generation_config": json.dumps({"min_new_tokens": 2, "max_new_tokens": 2, "do_sample": False})}).encode()
 for _ in range(180):
@@ -45,6 +54,10 @@ for _ in range(180):
         req = urllib.request.Request(url + "/completions", body, {"Content-Type": "application/json"})
         print(urllib.request.urlopen(req, timeout=30).read()[:300]); sys.exit(0)
     except Exception as e:
+        try:
+            os.kill(pid, 0)  # the server died: stop waiting
+        except OSError:
+            sys.exit(1)
         time.sleep(1)
 sys.exit(1)
 PYEOF
@@ -53,8 +66,10 @@ log "server up"
 bench() {  # name, time limit (s), extra args...
   local name=$1 limit=$2; shift 2
   log "bench $name"
-  timeout "$limit" $PY -m metropolis_env.cli bench --backend openai --server transformers --base-url "$URL" \
-      --api-model "$MODEL" --no-bounds --no-progress --json "$OUT/$name.json" "$@" >"$OUT/$name.log" 2>&1 \
+  # from $PKG: `python -m` puts the working directory first on sys.path, and the checkout's own
+  # metropolis_env lacks metropolis_env.wrappers (an install maps it from wrappers/)
+  (cd "$PKG" && timeout "$limit" $PY -m metropolis_env.cli bench --backend openai --server transformers --base-url "$URL" \
+      --api-model "$MODEL" --no-bounds --no-progress --json "$OUT/$name.json" "$@" >"$OUT/$name.log" 2>&1) \
       || log "bench $name failed or timed out (see $name.log)"
   tail -12 "$OUT/$name.log" | tee -a "$OUT/run.log"
 }
@@ -65,6 +80,6 @@ trace_args() {  # agents, steps
     echo "--workload genagents-day --window busy --agents $1 --steps $2"
   fi
 }
-bench busy25 260 $(trace_args 25 ${STEPS25:-10}) --modes single,sync,async
-bench busy100 200 $(trace_args 100 ${STEPS100:-6}) --modes sync,async
+bench busy25 230 $(trace_args 25 ${STEPS25:-10}) --modes single,sync,async
+bench busy100 150 $(trace_args 100 ${STEPS100:-6}) --modes sync,async
 log "done"

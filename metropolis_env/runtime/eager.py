@@ -32,7 +32,7 @@ def start(coro: Coroutine, manual: bool = True) -> Done | asyncio.Task:
     a plain Task instead.
     """
     if _EAGER_TASKS:
-        task = asyncio.Task(coro, eager_start=True)
+        task = asyncio.Task(coro, loop=asyncio.get_running_loop(), eager_start=True)
         if task.done():
             return Done(task.result())
         return task
