@@ -3,7 +3,7 @@
 The rules themselves are the pure functions of `rules.py`; this module only keeps their results
 up to date as agents commit steps. Everything is O(neighbours) per committed agent:
 
-- A spatial hash (cells of `search_radius(2 * max_vel)` tiles) finds the agents that a
+- A spatial hash (fine cells of `search_radius(2 * max_vel)` tiles) finds the agents that a
   committed agent may now be coupled with or blocked by.
 - Relations only change in ways the validity invariant predicts (see `commit`), so a commit
   re-examines the committed agents' new neighbourhood and the agents they used to block, nothing
@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 
 from . import rules
 from .bounds import BoxBound
+from .spatial import SpatialHash
 from .world import Tile
 
 
@@ -55,12 +56,9 @@ class DependencyTracker:
         self._cell_size = max(1, self.bound.search_radius(2 * self.max_vel))
         # The box bound's radius, when the hazard can be computed inline (see _link).
         self._box_radius = self.bound.radius_p if type(self.bound) is BoxBound else None
-        self._grid: dict[tuple[int, int], set[int]] = {}
-        self._cell: list[tuple[int, int]] = []
+        self.index = SpatialHash(self._cell_size)
         for i, p in enumerate(self.pos):
-            c = self._cell_of(p)
-            self._cell.append(c)
-            self._grid.setdefault(c, set()).add(i)
+            self.index.add(i, p)
         self._step_count = Counter(self.step)
         self.min_step = min(self.step, default=0)
         self.max_step = max(self.step, default=0)
@@ -152,15 +150,8 @@ class DependencyTracker:
             del cnt[old]
             if old == self.min_step:
                 self.min_step = old + 1  # the mover itself is there
+        self.index.move(m, self.pos[m], p)
         self.pos[m] = p
-        c = self._cell_of(p)
-        if c != self._cell[m]:
-            cell = self._grid[self._cell[m]]
-            cell.discard(m)
-            if not cell:
-                del self._grid[self._cell[m]]
-            self._grid.setdefault(c, set()).add(m)
-            self._cell[m] = c
 
     def _link(self, i: int) -> None:
         """Find `i`'s coupling partners and blockers among agents at or behind its step."""
@@ -196,29 +187,6 @@ class DependencyTracker:
                 blocks[j].add(i)
         self.initial_blockers[i] = len(blockers_i)
 
-    # -- spatial hash ----------------------------------------------------------------------
-
-    def _cell_of(self, p: Tile) -> tuple[int, int]:
-        cs = self._cell_size
-        return (p[0] // cs, p[1] // cs)
-
     def _near(self, p: Tile, radius: int) -> list[int]:
-        """Agents in cells that may hold a tile within Chebyshev `radius` of `p`."""
-        cs = self._cell_size
-        x0, x1 = (p[0] - radius) // cs, (p[0] + radius) // cs
-        y0, y1 = (p[1] - radius) // cs, (p[1] + radius) // cs
-        grid = self._grid
-        out: list[int] = []
-        if (x1 - x0 + 1) * (y1 - y0 + 1) > len(grid):
-            # A far laggard makes the box huge: walking the occupied cells is cheaper.
-            for (cx, cy), cell in grid.items():
-                if x0 <= cx <= x1 and y0 <= cy <= y1:
-                    out.extend(cell)
-            return out
-        get = grid.get
-        for cx in range(x0, x1 + 1):
-            for cy in range(y0, y1 + 1):
-                cell = get((cx, cy))
-                if cell:
-                    out.extend(cell)
-        return out
+        """Agents that may be within Chebyshev `radius` of tile `p` (see SpatialHash.near)."""
+        return self.index.near(p, radius)
