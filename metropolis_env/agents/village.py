@@ -4,7 +4,7 @@ Each step it builds a prompt from its observation (where it is, whom it perceive
 said), asks the LLM for a JSON action `{"move": "N|S|E|W|NE|NW|SE|SW|stay", "say": "..."}` and
 parses it. When it perceives someone it first asks what to say (a two-call chain, like
 Generative Agents' perceive -> plan). Output that is not valid JSON, or a move onto a wall,
-falls back to a safe action (stay, or a step toward its home) and is counted in `fallbacks`.
+falls back to a safe action (stay, saying what it meant to say) and is counted in `fallbacks`.
 
 State changes only after the last LLM call of a step (the checkpoint contract).
 """
