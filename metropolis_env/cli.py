@@ -79,7 +79,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
 def cmd_sweep(a: argparse.Namespace) -> int:
     from .bench.sweep import run_sweep
 
-    run_sweep(out=a.out, quick=a.quick, progress=not a.no_progress, json_path=a.json_path)
+    run_sweep(out=a.out, quick=a.quick, progress=not a.no_progress, json_path=a.json_path,
+              sections=a.sections)
     print(f"results written to {a.out}")
     return 0
 
@@ -104,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", default="docs/RESULTS.md")
     s.add_argument("--json", dest="json_path", default=None)
     s.add_argument("--quick", action="store_true", help="a reduced grid (for a smoke test)")
+    s.add_argument("--sections", type=_csv, default=("grid", "priority", "bounds"),
+                   help="comma-separated: grid (the paper's grid), priority (on/off at 500 agents), "
+                        "bounds (map vs box)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_sweep)
     r = sub.add_parser("resume", help="continue a checkpointed run from its directory")
