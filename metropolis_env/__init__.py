@@ -4,7 +4,8 @@
     env = me.make("the_ville", agents=25)
     ready, infos = env.reset(seed=0)
     while ready:
-        ready = env.step({a: env.move_to(a, (72, 14)) for a in ready})[0]
+        ready, _, _, truncs, _ = env.step({a: env.move_to(a, (72, 14)) for a in ready})
+        ready = {a: o for a, o in ready.items() if not truncs[a]}   # truncated agents are done
 """
 
 from .env import AsyncParallelEnv, DependencyStats

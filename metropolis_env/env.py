@@ -59,7 +59,8 @@ class AsyncParallelEnv:
 
         ready, infos = env.reset(seed=0)
         while ready:
-            ready = env.step({a: policy(o) for a, o in ready.items()})[0]
+            ready, _, _, truncs, _ = env.step({a: policy(o) for a, o in ready.items()})
+            ready = {a: o for a, o in ready.items() if not truncs[a]}
 
     `step` accepts any subset of ready agents and returns PettingZoo-shaped dicts keyed by the
     agents that *became ready* through the call (each with its final observation for its next
