@@ -167,11 +167,7 @@ def from_dict(data: dict[str, Any], name: str | None = None) -> TileMap:
     sector = np.full((h, w), -1, dtype=np.int32)
     sector_names: list[str] = []
     if "sectors" in data:
-        sec = data["sectors"]
-        try:
-            legend, rows = sec["legend"], sec["rows"]
-        except (KeyError, TypeError):
-            raise MapFormatError("'sectors' needs 'legend' and 'rows'") from None
+        legend, rows = _section(data, "sectors", "legend", "rows")
         _check_rows(rows, "sectors.rows", w, h)
         letters = sorted(legend)
         index = {k: i for i, k in enumerate(letters)}
@@ -188,11 +184,7 @@ def from_dict(data: dict[str, Any], name: str | None = None) -> TileMap:
     arena = np.zeros((h, w), dtype=np.int32)
     arena_names: dict[int, str] = {}
     if "arenas" in data:
-        ar = data["arenas"]
-        try:
-            grid, table = ar["grid"], ar["table"]
-        except (KeyError, TypeError):
-            raise MapFormatError("'arenas' needs 'grid' and 'table'") from None
+        grid, table = _section(data, "arenas", "grid", "table")
         try:
             arena = np.array(grid, dtype=np.int32)
         except (TypeError, ValueError):
@@ -208,6 +200,14 @@ def from_dict(data: dict[str, Any], name: str | None = None) -> TileMap:
 
     return _assemble(name or str(data.get("name", "map")), walkable, sector, arena,
                      tuple(sector_names), arena_names)
+
+
+def _section(data: dict, key: str, *fields: str) -> tuple:
+    """The `fields` of the map's `key` object, or MapFormatError naming what is missing."""
+    try:
+        return tuple(data[key][f] for f in fields)
+    except (KeyError, TypeError):
+        raise MapFormatError(f"{key!r} needs {' and '.join(repr(f) for f in fields)}") from None
 
 
 def _check_rows(rows: Any, key: str, w: int, h: int) -> None:

@@ -131,26 +131,23 @@ SERVER_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _lookup(name, table: dict, aliases: dict, what: str):
+    key = aliases.get(str(name).lower(), str(name).lower())
+    if key not in table:
+        raise ConfigError(f"unknown {what} {name!r}: choose one of {sorted(table)} (aliases {sorted(aliases)})"
+                          + (f", a server preset {sorted(SERVER_PRESETS)}" if what == "GPU" else "")
+                          + f", or pass a presets.{'GPU' if what == 'GPU' else 'ModelSpec'}")
+    return table[key]
+
+
 def gpu_spec(name: str | GPU) -> GPU:
     """The GPU preset called `name` (case-insensitive; aliases: a100 = a100-80gb)."""
-    if isinstance(name, GPU):
-        return name
-    key = _GPU_ALIASES.get(str(name).lower(), str(name).lower())
-    if key not in GPUS:
-        raise ConfigError(f"unknown GPU {name!r}: choose one of {sorted(GPUS) + sorted(_GPU_ALIASES)}, "
-                          f"a server preset {sorted(SERVER_PRESETS)}, or pass a presets.GPU")
-    return GPUS[key]
+    return name if isinstance(name, GPU) else _lookup(name, GPUS, _GPU_ALIASES, "GPU")
 
 
 def model_spec(name: str | ModelSpec) -> ModelSpec:
     """The model preset called `name` (case-insensitive)."""
-    if isinstance(name, ModelSpec):
-        return name
-    key = _MODEL_ALIASES.get(str(name).lower(), str(name).lower())
-    if key not in MODELS:
-        raise ConfigError(f"unknown model {name!r}: choose one of {sorted(MODELS)} "
-                          f"(aliases {sorted(_MODEL_ALIASES)}), or pass a presets.ModelSpec")
-    return MODELS[key]
+    return name if isinstance(name, ModelSpec) else _lookup(name, MODELS, _MODEL_ALIASES, "model")
 
 
 def default_tp(gpu: GPU, model: ModelSpec) -> int:

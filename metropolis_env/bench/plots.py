@@ -18,6 +18,13 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def binned_parallelism(timeline: list[tuple[float, int]], end: float, bins: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """Time-weighted mean outstanding requests in `bins` equal intervals of [0, end]."""
     edges = np.linspace(0.0, end, bins + 1)
@@ -44,10 +51,7 @@ def plot_parallelism(result, path: Path) -> Path:
     ax.set_ylabel("outstanding LLM requests")
     ax.set_title("Parallelism over time")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_gantt(result, mode: str, path: Path, max_agents: int = 25) -> Path | None:
@@ -68,10 +72,7 @@ def plot_gantt(result, mode: str, path: Path, max_agents: int = 25) -> Path | No
     ax.set_yticklabels(agents, fontsize=7)
     ax.set_xlabel("time (s)")
     ax.set_title(f"LLM calls per agent, {mode} (colour = step)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_speedup_vs_agents(points: list[tuple[int, float, str]], path: Path) -> Path:
@@ -86,10 +87,7 @@ def plot_speedup_vs_agents(points: list[tuple[int, float, str]], path: Path) -> 
     ax.set_xlabel("agents")
     ax.set_ylabel("speedup over global sync")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_result(result, out_dir: str) -> list[Path]:
