@@ -19,8 +19,9 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agents", type=int, default=25, help="25, or a multiple of 25 (concatenated villes)")
     p.add_argument("--window", default="busy", help="full | busy (12-1 PM) | quiet (6-7 AM)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--modes", type=_csv, default=("single", "sync", "async", "oracle"),
-                   help="comma-separated: single,sync,async,oracle,nodep")
+    p.add_argument("--modes", type=_csv, default=None,
+                   help="comma-separated: single,sync,async,oracle,nodep (default: all but nodep; "
+                        "no single above 500 agents, sync,async only from 5,000)")
     p.add_argument("--backend", default="sim", help="sim (embedded simulated server) | openai")
     p.add_argument("--gpu", default="l4", help="simulated GPU preset (l4, a100, h100, h200, ...)")
     p.add_argument("--model", default="llama-3-8b", help="simulated model preset")
@@ -43,18 +44,29 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", dest="json_path", default=None, help="write results as JSON here")
     p.add_argument("--plot", dest="plot_dir", default=None, help="write figures (PNG) into this folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--no-bounds", action="store_true", help="skip the critical-path and gpu-limit bounds")
+    p.add_argument("--no-bounds", action="store_true",
+                   help="skip the critical-path and gpu-limit bounds (skipped anyway above 1,000 agents)")
+
+
+def default_modes(agents: int) -> tuple[str, ...]:
+    """Modes worth their time at a scale: single-thread replays every call one after another."""
+    if agents >= 5000:
+        return ("sync", "async")
+    if agents > 500:
+        return ("sync", "async", "oracle")
+    return ("single", "sync", "async", "oracle")
 
 
 def _config(a: argparse.Namespace):
     from .bench.runner import BenchConfig
 
-    return BenchConfig(workload=a.workload, agents=a.agents, window=a.window, seed=a.seed, modes=a.modes,
+    return BenchConfig(workload=a.workload, agents=a.agents, window=a.window, seed=a.seed,
+                       modes=a.modes or default_modes(a.agents),
                        backend=a.backend, gpu=a.gpu, model=a.model, gpus=a.gpus, policy=a.policy,
                        bound=a.bound, max_clusters=a.max_clusters, base_urls=tuple(a.base_url),
                        api_model=a.api_model, server=a.server, timeout_s=a.timeout, steps=a.steps, trace_path=a.trace,
                        executor=a.executor, ray_address=a.address, ray_actors=a.actors,
-                       progress=not a.no_progress, lower_bounds=not a.no_bounds,
+                       progress=not a.no_progress, lower_bounds=not a.no_bounds and a.agents <= 1000,
                        record_calls=a.plot_dir is not None and a.agents <= 100)
 
 

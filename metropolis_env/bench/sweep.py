@@ -106,11 +106,28 @@ def run_sweep(out: str = "docs/RESULTS.md", quick: bool = False, progress: bool 
     if pairs:
         text += "\n" + render_bounds(pairs)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if results:
+        figure = speedup_figure([r.to_json() for r in results], Path(out).parent / "figures")
+        text += f"\n![async/sync speedup vs agents]({figure.relative_to(Path(out).parent)})\n"
     Path(out).write_text(text)
     if json_path:
         flat = results + priority + [r for pair in pairs for r in pair]
         Path(json_path).write_text(json.dumps([r.to_json() for r in flat], indent=1))
     return results + priority
+
+
+def speedup_figure(results: list[dict], out_dir: Path) -> Path:
+    """async/sync speedup vs agents, one line per (window, GPUs), from bench JSON results."""
+    from .plots import plot_speedup_vs_agents
+
+    points = []
+    for r in results:
+        runs = {x["mode"]: x for x in r["runs"]}
+        if "async" in runs and runs["async"].get("speedup_vs_sync"):
+            c = r["config"]
+            points.append((c["agents"], runs["async"]["speedup_vs_sync"], f"{c['window']}, {c['gpus']} GPUs"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return plot_speedup_vs_agents(points, out_dir / "speedup_vs_agents.png")
 
 
 def _x(v) -> str:
