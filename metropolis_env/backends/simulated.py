@@ -288,7 +288,11 @@ class SimulatedBackend(Backend):
                    prompt_left=n_in, out_left=n_out)
         if self._first_arrival is None:
             self._first_arrival = now
-        rep = min(self._replicas, key=lambda r: (r.outstanding, r.index))
+        reps = self._replicas
+        # least outstanding, lowest index on ties (`_Replica.outstanding`, inlined: with 64 replicas
+        # this runs 64 times per request)
+        rep = reps[0] if len(reps) == 1 else min(
+            reps, key=lambda r: (len(r.waiting) + len(r.prefilling) + len(r.decoding), r.index))
         key = (request.effective_priority, job.seq) if self.config.policy == "priority" else (job.seq,)
         heapq.heappush(rep.waiting, (key, job))
         self._on_arrival(rep, loop)
