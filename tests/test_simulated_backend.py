@@ -329,3 +329,25 @@ def test_calibrated_preset_reproduces_measured_throughput(clients):
     backend = make_backend("h200-transformers-serve")
     simulated = closed_loop_req_per_s(backend, clients, per_client, n_in, n_out)
     assert simulated == pytest.approx(measured, rel=0.20)
+
+
+def test_routing_counter_tracks_outstanding_requests_through_cancellations():
+    backend = make_backend("l4", "llama-3-8b", gpus=3, max_batch=2)
+    seen = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        tasks = [asyncio.ensure_future(backend.complete(req(f"a{i}", i % 4, 200 + 10 * i, 5 + i % 7)))
+                 for i in range(30)]
+        for i in range(0, 30, 4):  # some give up while queued, some while running
+            loop.call_later(0.05 * i, tasks[i].cancel)
+        for _ in range(40):
+            seen.append([(r.n_outstanding, r.outstanding) for r in backend._replicas])
+            await asyncio.sleep(0.25)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        seen.append([(r.n_outstanding, r.outstanding) for r in backend._replicas])
+
+    clock.run(main())
+    assert any(n > 0 for snap in seen for n, _ in snap)
+    assert all(n == o for snap in seen for n, o in snap)
+    assert all(n == 0 for n, _ in seen[-1])
