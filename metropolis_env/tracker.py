@@ -14,13 +14,13 @@ Agents are dense indices 0..n-1; names live in the env.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from . import rules
 from .bounds import BoxBound
 from .spatial import SpatialHash
+from .steps import StepRange
 from .world import Tile
 
 
@@ -59,13 +59,19 @@ class DependencyTracker:
         self.index = SpatialHash(self._cell_size)
         for i, p in enumerate(self.pos):
             self.index.add(i, p)
-        self._step_count = Counter(self.step)
-        self.min_step = min(self.step, default=0)
-        self.max_step = max(self.step, default=0)
+        self.steps = StepRange(self.step)
         for i in range(n):
             self._link(i)
 
     # -- queries ---------------------------------------------------------------------------
+
+    @property
+    def min_step(self) -> int:
+        return self.steps.lo
+
+    @property
+    def max_step(self) -> int:
+        return self.steps.hi
 
     def is_free(self, i: int) -> bool:
         """No agent outside its cluster blocks it."""
@@ -141,15 +147,7 @@ class DependencyTracker:
     def _move(self, m: int, p: Tile) -> None:
         old = self.step[m]
         self.step[m] = old + 1
-        cnt = self._step_count
-        cnt[old] -= 1
-        cnt[old + 1] += 1
-        if old + 1 > self.max_step:
-            self.max_step = old + 1
-        if cnt[old] == 0:
-            del cnt[old]
-            if old == self.min_step:
-                self.min_step = old + 1  # the mover itself is there
+        self.steps.advance(old)
         self.index.move(m, self.pos[m], p)
         self.pos[m] = p
 

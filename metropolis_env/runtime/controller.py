@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ..backends.base import Backend
 from ..env import AsyncParallelEnv
+from ..steps import StepRange
 from ..errors import ConfigError, MetropolisError
 from . import eager
 from .agent import Agent, LLMClient, StepContext
@@ -337,7 +338,7 @@ class Controller:
         names = self.env.possible_agents
         n, max_steps = len(names), self.env.max_steps
         done = [0] * n                      # steps completed per agent
-        spread = StepRange(n)
+        spread = StepRange([0] * n)
         waiting: dict[tuple[int, int], list[int]] = {}  # (agent, steps it must reach) -> waiters
         unmet = [0] * n
         heap: list[tuple[int, int]] = []
@@ -405,27 +406,6 @@ async def _cancel(tasks) -> None:
         t.cancel()
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)
-
-
-class StepRange:
-    """Smallest and largest step of agents that advance one step at a time, in O(1) each."""
-
-    def __init__(self, n: int):
-        self._count = {0: n}
-        self.lo = self.hi = 0
-
-    def advance(self, old: int) -> None:
-        cnt = self._count
-        cnt[old] -= 1
-        cnt[old + 1] = cnt.get(old + 1, 0) + 1
-        self.hi = max(self.hi, old + 1)
-        if cnt[old] == 0:
-            del cnt[old]
-            while self.lo not in cnt:
-                self.lo += 1
-
-    def range(self) -> tuple[int, int]:
-        return self.lo, self.hi
 
 
 def _progress_bar(total: int, mode: str):
