@@ -90,6 +90,68 @@ def test_conversations_are_mutual_and_partners_perceive_each_other(day):
     assert not (day.utterance[a, t] & day.utterance[b, t]).any()
 
 
+# -- second-order structure (what the schedulers see) ------------------------------------------
+
+def _activity_changes(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
+    """(agent, step) of every change to a new waking activity or sub-task (conversations and
+    sleep excluded), the events that start Generative Agents' planning chains."""
+    texts = np.array([t.startswith(("sleeping", "conversing")) for t in trace.activities])
+    act = trace.activity
+    changed = np.zeros(act.shape, dtype=bool)
+    changed[:, 1:] = act[:, 1:] != act[:, :-1]
+    return np.nonzero(changed & ~texts[act])
+
+
+@pytest.mark.parametrize("which", ["day", "morning"])
+def test_activity_changes_bunch_on_whole_minutes(which, request):
+    # Reverie's plans are in whole minutes and a conversation ends on one, so most changes
+    # (91% in the recording) fall on whole minutes, several agents at once: a global barrier
+    # then waits for several planning chains together rather than one at a time.
+    trace = request.getfixturevalue(which)
+    _, t = _activity_changes(trace)
+    on_minute = trace.seconds[t] % 60 == 0
+    assert on_minute.mean() >= 0.85
+    _, per_step = np.unique(t[on_minute], return_counts=True)
+    assert per_step.mean() >= 2.0
+
+
+def test_days_are_planned_at_midnight(day):
+    plan_day = day.call_kinds.index("plan_day")
+    kinds = day.call_kind[: day.call_offsets[day.n_agents]]
+    assert (kinds == plan_day).sum() >= 20 * day.n_agents  # every agent, step 0
+    assert (day.call_kind[day.call_offsets[day.n_agents]:] == plan_day).sum() == 0
+
+
+def _groups(trace: Trace, t: int) -> np.ndarray:
+    """Perception groups at time t: connected components of who perceives whom."""
+    label = np.arange(trace.n_agents)
+    for _ in range(trace.n_agents):
+        before = label.copy()
+        for a in range(trace.n_agents):
+            for b in trace.perceived(a, t):
+                label[a] = label[b] = min(label[a], label[b])
+        if np.array_equal(label, before):
+            break
+    return label
+
+
+def test_busy_hour_is_many_small_groups(day):
+    # Lunch is eaten at many small tables, not in one crowd: the hour's long conversation
+    # chains run in separate groups that an out-of-order scheduler can overlap.
+    busy = load_workload("genagents-day", window="busy")
+    largest = []
+    for t in range(0, busy.n_steps, 30):
+        label = _groups(busy, t)
+        largest.append(np.bincount(label).max())
+    assert np.median(largest) <= 5
+    # Conversations happen in several places at once.
+    starts = (busy.partner >= 0) & np.concatenate(
+        [np.ones((busy.n_agents, 1), bool), busy.partner[:, 1:] != busy.partner[:, :-1]], axis=1)
+    a, t = np.nonzero(starts)
+    zones = {int(busy.world.zone[busy.positions[i, s, 1], busy.positions[i, s, 0]]) for i, s in zip(a, t)}
+    assert len(zones) >= 6
+
+
 # -- reproducibility --------------------------------------------------------------------------
 
 def test_same_seed_same_arrays_different_seed_different():

@@ -3,7 +3,8 @@
 Generative Agents calls its LLM only when something happens to an agent; the chains below follow
 its reverie loop (Park et al. 2023). In one step, in chain order:
 
-* `plan_day` on waking: wake-up hour, daily plan, the hourly schedule, identity revision.
+* `plan_day` at the first step of a day (midnight; reverie's `_long_term_planning` on a new
+  day): wake-up hour, identity revision, daily plan, one call per hour of the hourly schedule.
 * `perceive`: one poignancy rating per new event it perceives (someone comes into view, or a
   perceived agent changes activity), at most `ATTENTION` per step (its attention bandwidth).
 * `react`: whether to react to / talk with a newly perceived agent.
@@ -11,8 +12,9 @@ its reverie loop (Park et al. 2023). In one step, in chain order:
   per utterance a relationship/context summary and the utterance itself (the long sequential
   chains of the busy hour). Its partner rates that it is being spoken to (one `react`).
 * `chat_summary`: both agents summarise the conversation and revise their plan when it ends.
-* `plan_action`: a new activity: task decomposition, sector, arena, object, emoji, event triple.
-* `subtask`: a new sub-task of the current activity: emoji and event triple.
+* `plan_action`: a new activity: its task decomposition, then the sub-task's action as below.
+* `subtask`: every new sub-task is a new action in reverie (`_determine_action`): sector,
+  arena, object, emoji, event triple, object description, object emoji, object event triple.
 * `reflect`: once enough importance has accumulated: focal points, insights, evidence.
 
 Token lengths are lognormal per call kind, clipped. The constants are calibrated so that the
@@ -22,6 +24,7 @@ per day for 25 agents, 642.6 input / 21.9 output tokens per call on average.
 
 from __future__ import annotations
 
+import datetime as _dt
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,13 +37,15 @@ ATTENTION = 3
 #: New object events (a coffee machine starts brewing, a bed is made...) an awake agent
 #: perceives per step, on average, when alone, plus per agent in view (people use objects;
 #: counted up to AMBIENT_CROWD agents): the bulk of Generative Agents' poignancy calls.
-AMBIENT_ALONE = 0.105
-AMBIENT_PER_AGENT = 0.085
-AMBIENT_CROWD = 4
+#: An object's state is set by the action that uses it, and actions start on whole minutes,
+#: so these events are perceived at whole minutes (see `ambient_events`).
+AMBIENT_ALONE = 0.0
+AMBIENT_PER_AGENT = 0.13
+AMBIENT_CROWD = 3
 #: Chain length ranges [lo, hi] (inclusive) of the fixed chains.
-PLAN_DAY_CALLS = (12, 18)
-PLAN_ACTION_CALLS = (5, 7)
-SUBTASK_CALLS = (2, 3)
+PLAN_DAY_CALLS = (20, 24)
+PLAN_ACTION_CALLS = (8, 9)
+SUBTASK_CALLS = (7, 8)
 CHAT_SUMMARY_CALLS = 2
 REFLECT_CALLS = (8, 12)
 #: Calls per conversation utterance (context summary + the utterance).
@@ -50,13 +55,13 @@ REFLECT_THRESHOLD = 250
 
 #: Per kind: (mean input tokens, mean output tokens) before clipping.
 TOKENS = {
-    "plan_day": (895.0, 115.0),
+    "plan_day": (895.0, 40.0),
     "perceive": (597.0, 10.0),
     "react": (716.0, 20.0),
     "chat": (776.0, 57.0),
     "chat_summary": (756.0, 76.0),
-    "plan_action": (716.0, 51.0),
-    "subtask": (637.0, 32.0),
+    "plan_action": (716.0, 31.0),
+    "subtask": (610.0, 19.0),
     "reflect": (895.0, 76.0),
 }
 #: Lognormal sigma of input and output tokens (skewed: a long tail of large prompts).
@@ -69,17 +74,18 @@ CLIP_IN, CLIP_OUT = (64, 4096), (1, 512)
 class StepEvents:
     """What happened to every agent in every step; all arrays are (N, T).
 
-    awake: the agent is not asleep (asleep agents make no calls).
-    wake: its first awake step after sleeping (plans its day).
+    awake: the agent is not asleep (asleep agents make no calls, but plan their day).
+    new_day: the first step of a day (midnight): the agent plans its day.
     new_activity / new_subtask: an activity (sub-task) begins in this step.
     n_perceived: agents it perceives at this step's time.
     new_events: perceived agents that are news to it (see `new_perceived_events`).
     chat_initiator: it starts a conversation in this step and generates it (`chat_turns`
     utterances); chat_partner_start: it is the one spoken to; chat_end: its conversation ends.
+    whole_minute: bool (T,): steps whose time is a whole minute.
     """
 
     awake: np.ndarray
-    wake: np.ndarray
+    new_day: np.ndarray
     new_activity: np.ndarray
     new_subtask: np.ndarray
     n_perceived: np.ndarray
@@ -88,6 +94,7 @@ class StepEvents:
     chat_turns: np.ndarray
     chat_partner_start: np.ndarray
     chat_end: np.ndarray
+    whole_minute: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -147,13 +154,38 @@ def ambient_events(events: StepEvents, rng: np.random.Generator) -> np.ndarray:
     A regular process, not a Poisson one: each agent accumulates its rate while awake and
     perceives an event whenever the sum passes a whole number (from a random phase). The
     count in any hour then follows the rate closely, so one seed's hourly calls stay near
-    the calibrated figures instead of scattering with Poisson noise.
+    the calibrated figures instead of scattering with Poisson noise. What accumulates during
+    a minute is perceived at the next whole minute, when the actions that set objects' states
+    start (`whole_minute`); a trace without whole minutes perceives them at every step.
     """
     rate = AMBIENT_ALONE + AMBIENT_PER_AGENT * np.minimum(events.n_perceived, AMBIENT_CROWD)
     total = np.cumsum(np.where(events.awake, rate, 0.0), axis=1) + rng.random((rate.shape[0], 1))
-    level = np.floor(total).astype(np.int64)
-    out = np.diff(level, axis=1, prepend=np.floor(total[:, :1] - rate[:, :1] * events.awake[:, :1]))
-    return out.astype(np.int64)
+    marks = np.nonzero(events.whole_minute)[0]
+    if marks.size == 0:
+        marks = np.arange(rate.shape[1])
+    level = np.floor(total[:, marks]).astype(np.int64)
+    out = np.zeros(rate.shape, dtype=np.int64)
+    out[:, marks] = np.diff(level, axis=1, prepend=np.floor(total[:, :1] - rate[:, :1] * events.awake[:, :1]))
+    return out
+
+
+def whole_minutes(start_time: str, seconds: np.ndarray) -> np.ndarray:
+    """bool (T,): which steps' times (ISO `start_time` plus `seconds`, a trace's clock of T + 1
+    entries) are whole minutes."""
+    start = _dt.datetime.fromisoformat(start_time)
+    return (start.second + np.asarray(seconds[:-1], dtype=np.int64)) % 60 == 0
+
+
+def new_days(start_time: str, seconds: np.ndarray, n_agents: int) -> np.ndarray:
+    """bool (N, T): the first step of every day (its time is midnight, or the date changes
+    during the step before), for every agent."""
+    start = _dt.datetime.fromisoformat(start_time)
+    t0 = start.hour * 3600 + start.minute * 60 + start.second
+    day = (t0 + np.asarray(seconds[:-1], dtype=np.int64)) // 86400
+    first = np.zeros(day.size, dtype=bool)
+    first[1:] = day[1:] != day[:-1]
+    first[0] = (t0 + int(seconds[0])) % 86400 == 0
+    return np.broadcast_to(first, (n_agents, day.size)).copy()
 
 
 def sample_chains(events: StepEvents, rng: np.random.Generator) -> CallChains:
@@ -170,7 +202,7 @@ def sample_chains(events: StepEvents, rng: np.random.Generator) -> CallChains:
 
     chatting_start = events.chat_initiator.astype(bool)
     per_kind = {
-        "plan_day": span(PLAN_DAY_CALLS, events.wake.astype(bool)),
+        "plan_day": span(PLAN_DAY_CALLS, events.new_day.astype(bool)),
         "perceive": perceive,
         # One reaction decision when something new is in view, and for the one spoken to.
         "react": np.where(awake & ((events.new_events > 0) | chatting_start

@@ -170,13 +170,13 @@ def _events(rec: dict, counts: np.ndarray, ids: np.ndarray) -> C.StepEvents:
             end += 1
         # One utterance per two steps of conversation, within Generative Agents' usual range.
         turns[a, t] = int(np.clip((end - t + 1) // 2, 4, 16))
-    wake = np.zeros((n, steps), dtype=bool)
-    wake[:, 1:] = awake[:, 1:] & ~awake[:, :-1]
+    start_time = rec["meta"]["start_time"]
     return C.StepEvents(
-        awake=awake, wake=wake, new_activity=new_task & ~chatting & awake,
+        awake=awake, new_day=C.new_days(start_time, rec["seconds"], n), new_activity=new_task & ~chatting & awake,
         new_subtask=changed & ~new_task & ~chatting & awake, n_perceived=counts,
         new_events=C.new_perceived_events(counts, ids, activity), chat_initiator=initiator,
-        chat_turns=turns, chat_partner_start=start & ~initiator, chat_end=chatting & (nxt != partner))
+        chat_turns=turns, chat_partner_start=start & ~initiator, chat_end=chatting & (nxt != partner),
+        whole_minute=C.whole_minutes(start_time, rec["seconds"]))
 
 
 def _utterances(partner: np.ndarray) -> np.ndarray:
