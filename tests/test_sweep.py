@@ -32,3 +32,14 @@ def test_variant_comparison_runs_every_variant_on_one_trace_and_reuses_sync_and_
     sync_t = grid.runs["sync"].completion_time_s
     for v, shown in zip(sweep.VARIANTS, speedups):
         assert shown == f"{sync_t / rows[0][v].runs['async'].completion_time_s:.2f}x"
+
+
+def test_sweep_keeps_the_hand_written_notes_of_the_report(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "QUICK_GRID", [("busy", 25, 8)])
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# old generated table\n| stale |\n\n" + sweep.NOTES_MARKER + "\n## Reading the gaps\nkept text\n")
+    sweep.run_sweep(str(out), quick=True, progress=False, base=BenchConfig(steps=20, progress=False))
+    text = out.read_text()
+    assert "| stale |" not in text and "## Headline numbers" in text
+    assert text.endswith(sweep.NOTES_MARKER + "\n## Reading the gaps\nkept text\n")
+    assert text.count(sweep.NOTES_MARKER) == 1

@@ -141,11 +141,24 @@ def run_sweep(out: str = "docs/RESULTS.md", quick: bool = False, progress: bool 
     if results:
         figure = speedup_figure([r.to_json() for r in results], Path(out).parent / "figures")
         text += f"\n![async/sync speedup vs agents]({figure.relative_to(Path(out).parent)})\n"
-    Path(out).write_text(text)
+    Path(out).write_text(text + kept_notes(Path(out)))
     if json_path:
         flat = results + priority + [r for row in pairs for v, r in row.items() if v != VARIANTS[0]]
         Path(json_path).write_text(json.dumps([r.to_json() for r in flat], indent=1))
     return results + priority
+
+
+#: Everything below this line in the output file is written by people and kept by the sweep.
+NOTES_MARKER = "<!-- notes below are kept by metropolis-env sweep -->"
+
+
+def kept_notes(path: Path) -> str:
+    """The hand-written part of an existing report (from NOTES_MARKER on), or ''."""
+    if not path.exists():
+        return ""
+    old = path.read_text()
+    at = old.find(NOTES_MARKER)
+    return "" if at < 0 else "\n" + old[at:]
 
 
 def speedup_figure(results: list[dict], out_dir: Path) -> Path:
