@@ -4,7 +4,18 @@ Replays a recorded day through the out-of-order env: every agent walks (env.move
 tile its recording holds for its next time, and each driver call submits a random subset of the
 ready clusters (seeded). The world, the recording and the schedule are the same for every bound,
 so the columns differ only by the bound's false dependencies. Also prints the map bound's
-precompute time and cache memory. Run from the repository root:
+precompute time and cache memory.
+
+Two measures of dependencies per agent-step (itself included), next to the true one (agents
+perceived at that step):
+- lockstep: the agent-steps (X, t-1) whose commit each rule makes (A, t) wait for, evaluated on
+  the recorded trajectory as if every agent were one step behind A: schedule-free, and always
+  >= the true count (perceiving X at t needs X's step t-1), so the ratio is the rule's overhead;
+- dynamic (the env's `stats.tracker_per_step`): cluster members plus blockers found when each
+  agent reached its step, under a random out-of-order schedule. With the versioned rules agents
+  at or ahead of A's step are never waited for, so this can fall below the true count.
+
+Run from the repository root:
 
     python benchmarks/bench_bounds.py                 # the shipped 25-agent run, 3000 steps
     python benchmarks/bench_bounds.py --steps 600 --horizons 16 32 48
@@ -23,6 +34,7 @@ import numpy as np
 
 import metropolis_env as me
 from metropolis_env import world as W
+from metropolis_env.bounds import BoxBound
 from metropolis_env.map_bound import MapBound
 
 
@@ -52,11 +64,11 @@ def workload_run(name: str, agents: int = 25) -> tuple[list[str], np.ndarray, W.
 
 
 def replay(world: W.TileMap, names: list[str], pos: np.ndarray, steps: int, bound, seed: int,
-           share: float = 0.5) -> tuple[me.env.DependencyStats, float, float]:
+           share: float = 0.5, rules: str = "paper") -> tuple[me.env.DependencyStats, float, float]:
     """Drive the env out of order toward the recorded tiles; (dependency stats, wall seconds,
     cluster members per agent-step: the part of the tracker's dependencies that is coupling)."""
     starts = {n: (int(pos[i, 0, 0]), int(pos[i, 0, 1])) for i, n in enumerate(names)}
-    env = me.make(world, starts, max_steps=steps, perception="arena", bound=bound)
+    env = me.make(world, starts, max_steps=steps, perception="arena", bound=bound, rules=rules)
     index = {n: i for i, n in enumerate(names)}
     rng = random.Random(seed)
     last = pos.shape[1] - 1
@@ -77,6 +89,56 @@ def replay(world: W.TileMap, names: list[str], pos: np.ndarray, steps: int, boun
         env.step(actions)
     wall = time.perf_counter() - t0
     return env.stats, wall, coupled / max(env.stats.agent_steps, 1)
+
+
+def lockstep_deps(world: W.TileMap, pos: np.ndarray, steps: int, bound, rules: str, v: int = 1) -> float:
+    """Mean of 1 + |{X: rule makes (A, t) wait for (X, t-1)}| over t = 1..steps (see module doc).
+
+    versioned: h(A_t, X_{t-1}) <= v. paper: h(A_t, X_{t-1}) <= 2 v (blocked one step behind),
+    or X coupled with A at t-1 through a chain (h <= v at the same step): a cluster commits as one.
+    """
+    n = pos.shape[0]
+    reach = v if rules == "versioned" else 2 * v
+    total = 0
+    for t in range(1, steps + 1):
+        now, before = pos[:, t], pos[:, t - 1]
+        cheb = np.maximum(np.abs(now[:, None, 0] - before[None, :, 0]), np.abs(now[:, None, 1] - before[None, :, 1]))
+        cand = cheb <= bound.search_radius(reach)
+        wait = np.zeros((n, n), dtype=bool)
+        for a, x in zip(*np.nonzero(cand)):
+            if a != x and bound.hazard(tuple(now[a]), tuple(before[x])) <= reach:
+                wait[a, x] = True
+        if rules == "paper":
+            wait |= _components_matrix(before, bound, v)
+        np.fill_diagonal(wait, False)
+        total += n + int(wait.sum())
+    return total / (n * steps)
+
+
+def _components_matrix(p: np.ndarray, bound, v: int) -> np.ndarray:
+    """same[a, x]: a and x in one coupling component (h <= v at one step), by union-find."""
+    n = p.shape[0]
+    parent = list(range(n))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+    cheb = np.maximum(np.abs(p[:, None, 0] - p[None, :, 0]), np.abs(p[:, None, 1] - p[None, :, 1]))
+    for a, x in zip(*np.nonzero(np.triu(cheb <= bound.search_radius(v), 1))):
+        if bound.hazard(tuple(p[a]), tuple(p[x])) <= v:
+            parent[find(a)] = find(x)
+    root = np.array([find(a) for a in range(n)])
+    return root[:, None] == root[None, :]
+
+
+def true_deps(world: W.TileMap, pos: np.ndarray, steps: int, radius_p: int = 4) -> float:
+    """Mean of 1 + agents perceived (same arena within the box) over t = 1..steps."""
+    from metropolis_env.workloads.perception import perceived_csr
+
+    counts, _ = perceived_csr(world, pos[:, 1:steps + 1], steps, radius_p, same_zone=True)
+    return 1.0 + float(counts.mean())
 
 
 def main(argv=None) -> None:
@@ -124,12 +186,21 @@ def main(argv=None) -> None:
     print(f"  {'bound':12s} {'tracker/step':>12s} {'of which cluster':>16s} {'true/step':>10s} {'ratio':>7s} {'free':>6s} "
           f"{'cache MiB':>9s} {'fields s':>8s} {'wall s':>7s}")
     bounds = [("box", "box")] + [(f"map h={k}", MapBound(world, 4, 1, "arena", horizon=k)) for k in args.horizons]
-    for label_b, bound in bounds:
-        stats, wall, cluster = replay(world, names, pos, steps, bound, args.seed, args.share)
-        cache = bound.cache_stats() if isinstance(bound, MapBound) else None
-        print(f"  {label_b:12s} {stats.tracker_per_step:12.3f} {cluster:16.3f} {stats.true_per_step:10.3f} "
-              f"{stats.tracker_per_step / stats.true_per_step:7.3f} {stats.free_share:6.1%} "
-              f"{(cache.bytes / 2**20 if cache else 0):9.1f} {(cache.compute_s if cache else 0):8.2f} {wall:7.1f}")
+    lockstep = {}
+    for rules in ("paper", "versioned"):
+        print(f"  rules {rules}")
+        for label_b, bound in bounds:
+            stats, wall, cluster = replay(world, names, pos, steps, bound, args.seed, args.share, rules)
+            cache = bound.cache_stats() if isinstance(bound, MapBound) else None
+            print(f"  {label_b:12s} {stats.tracker_per_step:12.3f} {cluster:16.3f} {stats.true_per_step:10.3f} "
+                  f"{stats.tracker_per_step / stats.true_per_step:7.3f} {stats.free_share:6.1%} "
+                  f"{(cache.bytes / 2**20 if cache else 0):9.1f} {(cache.compute_s if cache else 0):8.2f} {wall:7.1f}")
+            b = BoxBound(4) if bound == "box" else bound
+            lockstep[rules, label_b] = lockstep_deps(world, pos, steps, b, rules)
+    truth = true_deps(world, pos, steps)
+    print(f"\n  lockstep dependencies per agent-step (schedule-free), true {truth:.3f}:")
+    for (rules, label_b), d in lockstep.items():
+        print(f"  {rules:10s} {label_b:12s} {d:7.3f}  ({d / truth:.3f}x true)")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from .bounds import BoxBound
 from .errors import (AgentDoneError, AgentNotReadyError, ConfigError, InvalidActionError,
                      InvalidActionsError, ResetNeededError, UnknownAgentError)
 from .tracker import Blocker, DependencyTracker
+from .versions import VersionStore
 from .world import Tile, TileMap
 
 
@@ -73,12 +74,15 @@ class AsyncParallelEnv:
     def __init__(self, world: TileMap, agents: Sequence[str], start_tiles: Sequence[Tile] | None = None,
                  *, radius_p: int = 4, max_vel: int = 1, max_steps: int = 8640,
                  perception: str = "box", seed: int | None = 0, render_mode: str | None = None,
-                 bound: Any = "box"):
+                 bound: Any = "box", rules: str = "paper"):
         _check_int("radius_p", radius_p, 0)
         _check_int("max_vel", max_vel, 1)
         _check_int("max_steps", max_steps, 1)
         if perception not in ("box", "arena"):
             raise ConfigError(f"perception must be 'box' or 'arena', got {perception!r}")
+        if rules not in RULES:
+            raise ConfigError(f"rules must be one of {RULES}, got {rules!r}: 'paper' (current state "
+                              f"only, coupled clusters) or 'versioned' (per-step state, no coupling)")
         if render_mode not in (None, "ansi"):
             raise ConfigError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         names = list(agents)
@@ -104,6 +108,8 @@ class AsyncParallelEnv:
         self.max_vel = int(max_vel)
         self.max_steps = int(max_steps)
         self.perception = perception
+        self.rules = rules
+        self._versioned = rules == "versioned"
         self.render_mode = render_mode
         self.seed = seed
         self.possible_agents: list[str] = names
@@ -170,7 +176,8 @@ class AsyncParallelEnv:
         self._free_start = [True] * n
         self._n_perceived = [0] * n
         self.stats = DependencyStats()
-        self._tracker = DependencyTracker(start, self.max_vel, self._bound)
+        self._tracker = DependencyTracker(start, self.max_vel, self._bound, versioned=self._versioned)
+        self._versions = VersionStore([(p, "", "") for p in start]) if self._versioned else None
         self.agents = list(self.possible_agents)
         became = self._register_ready(range(n), set(range(n)))
         obs, infos = self._emit(became)
@@ -374,6 +381,7 @@ class AsyncParallelEnv:
             "blocks": [frozenset(s) for s in tr.blocks],
             "coupled": [frozenset(s) for s in tr.coupled],
             "stats": DependencyStats(**vars(self.stats)),
+            "versions": self._versions.snapshot() if self._versions is not None else None,
         }
 
     # -- internals -------------------------------------------------------------------------
@@ -489,7 +497,13 @@ class AsyncParallelEnv:
             stats.tracker_deps += n_cl + tr.initial_blockers[m]
             stats.free_steps += self._free_start[m]
             del self._ready[m]
-        return tr.commit(cl, new_pos)
+        released = tr.commit(cl, new_pos)
+        versions = self._versions
+        if versions is not None:
+            lo = tr.min_step
+            for m, p in zip(cl, new_pos):
+                versions.append(m, (p, self._activity[m], self._utterance[m]), lo)
+        return released
 
     def _register_ready(self, candidates, committed: set[int]) -> list[int]:
         """Register the ready clusters among `candidates`; returns the agents that became ready
@@ -517,6 +531,7 @@ class AsyncParallelEnv:
         return became
 
     def _perceived(self, i: int) -> list[int]:
+        """Agents in `i`'s perception at its step (i ready: nobody behind can be, see rules.py)."""
         tr = self._tracker
         p = tr.pos[i]
         r = self.radius_p
@@ -524,14 +539,32 @@ class AsyncParallelEnv:
         same_zone = self.perception == "arena"
         zi = zone[p[1], p[0]]
         out = []
-        for j in tr._near(p, r):
+        if self._versioned:
+            # Agents ahead are read at i's step: their tile then is within their lead's worth of
+            # moves of where they are now. Agents behind cannot be perceived: i is ready.
+            t, step, versions = tr.step[i], tr.step, self._versions
+            candidates = tr._near(p, r + (tr.max_step - t) * self.max_vel)
+        else:
+            candidates = tr._near(p, r)
+        for j in candidates:
             if j == i:
                 continue
-            q = tr.pos[j]
+            if self._versioned:
+                if step[j] < t:
+                    continue
+                q = versions.at(j, t)[0]
+            else:
+                q = tr.pos[j]
             if abs(q[0] - p[0]) <= r and abs(q[1] - p[1]) <= r and (not same_zone or zone[q[1], q[0]] == zi):
                 out.append(j)
         out.sort()
         return out
+
+    def _public(self, j: int, step: int) -> tuple[Tile, str, str]:
+        """(tile, activity, last utterance) of agent j as an agent at `step` perceives it."""
+        if self._versioned:
+            return self._versions.at(j, step)
+        return self._tracker.pos[j], self._activity[j], self._utterance[j]
 
     def _location(self, p: Tile) -> str:
         # Agents revisit few tiles; formatting the name every observation was a visible cost.
@@ -560,15 +593,16 @@ class AsyncParallelEnv:
         p = tr.pos[i]
         if perceived is None:
             perceived = self._perceived(i)
+        seen = [(names[j],) + self._public(j, tr.step[i]) for j in perceived]
         return {
             "position": np.array(p, dtype=np.int64),
             "step": tr.step[i],
             "location": self._location(p),
             "activity": self._activity[i],
             "utterance": self._utterance[i],
-            "perceived": tuple({"name": names[j], "position": np.array(tr.pos[j], dtype=np.int64),
-                                "activity": self._activity[j], "utterance": self._utterance[j]}
-                               for j in perceived),
+            "perceived": tuple({"name": name, "position": np.array(q, dtype=np.int64),
+                                "activity": activity, "utterance": utterance}
+                               for name, q, activity, utterance in seen),
             "action_mask": self._mask(p),
         }
 
@@ -617,6 +651,10 @@ def _check_start(world: TileMap, agent: str, tile: Any) -> Tile:
         raise ConfigError(f"start tile {(x, y)} of {agent!r} is blocked on map {world.name!r}; "
                           f"choose a walkable tile (world.walkable[y, x] is True)")
     return (x, y)
+
+
+#: Dependency rule sets (see rules.py): the paper's, and ours with per-step state versions.
+RULES = ("paper", "versioned")
 
 
 def _make_bound(bound: Any, env: AsyncParallelEnv):

@@ -20,7 +20,7 @@ WORLDS = ("the_ville", "villes", "grid")
 def make(world: str | W.TileMap = "the_ville", agents: int | list[str] | Mapping[str, W.Tile] = 25, *,
          radius_p: int = 4, max_vel: int = 1, max_steps: int = 8640, seed: int | None = 0,
          perception: str | None = None, render_mode: str | None = None, bound: Any = "box",
-         k: int | None = None, cols: int | None = None, width: int = 140, height: int = 100) -> AsyncParallelEnv:
+         rules: str = "paper", k: int | None = None, cols: int | None = None, width: int = 140, height: int = 100) -> AsyncParallelEnv:
     """Build an out-of-order environment.
 
     world: "the_ville" (the Generative Agents map), "villes" (`k` the_villes side by side,
@@ -33,6 +33,10 @@ def make(world: str | W.TileMap = "the_ville", agents: int | list[str] | Mapping
     bound: the dependency bound, "box" (the paper's) or "map" (walking distance around walls and
     rooms, fewer false dependencies; see docs/MAP_BOUND.md), or an object with
     hazard(a, b) / search_radius(h) (see bounds.py).
+    rules: "paper" (the world holds current state only: coupled clusters step together, as in
+    AI Metropolis) or "versioned" (the env keeps each agent's state per step, so an agent waits
+    only for laggards that could walk into its view; no coupling; see rules.py). Both give
+    exactly the sync trajectories.
     """
     if isinstance(world, W.TileMap):
         tmap = world
@@ -49,7 +53,7 @@ def make(world: str | W.TileMap = "the_ville", agents: int | list[str] | Mapping
     names, tiles = _agent_list(agents)
     return AsyncParallelEnv(tmap, names, tiles, radius_p=radius_p, max_vel=max_vel, max_steps=max_steps,
                             perception=perception or default_perception, seed=seed,
-                            render_mode=render_mode, bound=bound)
+                            render_mode=render_mode, bound=bound, rules=rules)
 
 
 def _agent_list(agents: Any) -> tuple[list[str], list | None]:

@@ -5,6 +5,15 @@ With box perception on an open grid, h = max(0, chebyshev(A, B) - radius_p); map
 compute it on the map (never smaller than the box value, so box-radius searches stay complete).
 `gap` is Step_A - Step_B (the step each will compute next). Each agent moves at most `max_vel`
 tiles per step, so one step closes the hazard distance by at most `max_vel`.
+
+Two rule sets share these forms:
+- "paper": the world holds each agent's current state only (PAPER.md). An agent must not move
+  on while someone who will still read its old state could be near, hence coupling at the same
+  step and one extra move of margin in the blocking rule.
+- "versioned": the world keeps every agent's state at each step since the slowest agent's
+  (`env.py`), so a reader at step t reads everyone's step-t state even after they moved on.
+  Then only read-after-write hazards remain: an agent waits just for laggards that could still
+  walk into its perception before reaching its step. No coupling, no extra move.
 """
 
 from __future__ import annotations
@@ -38,3 +47,26 @@ def valid(h: int, gap: int, max_vel: int) -> bool:
     """The invariant the tracker keeps for every pair: agents at different steps never perceive
     each other, and are far enough apart that the laggard's remaining moves cannot change that."""
     return gap == 0 or h > (abs(gap) - 1) * max_vel
+
+
+def versioned_blocks(h: int, gap: int, max_vel: int) -> bool:
+    """With versioned state: B, `gap` >= 1 steps behind A, blocks A's read of its step.
+
+    A's step-t observation needs every agent's state at t. A has already moved to its step-t
+    tile; B still takes `gap` moves to reach step t, and only if those could close h could B's
+    step-t state be in A's perception. Agents at A's step or ahead have their step-t state
+    stored, so they never block.
+    """
+    return gap >= 1 and h <= gap * max_vel
+
+
+def versioned_valid(h: int, gap: int, max_vel: int) -> bool:
+    """The invariant the tracker keeps for every pair with versioned state.
+
+    An agent commits only after a read no laggard could change (h > gap * v), and its move
+    closes h by at most v, while a laggard's own commit closes one step of gap and at most v of h.
+    So a pair `gap` steps apart always has h > (gap - 2) * v: agents two or more steps apart
+    never perceive each other; agents one step apart may (the stored versions are for that).
+    """
+    g = abs(gap)
+    return g <= 1 or h > (g - 2) * max_vel

@@ -9,6 +9,9 @@ up to date as agents commit steps. Everything is O(neighbours) per committed age
   re-examines the committed agents' new neighbourhood and the agents they used to block, nothing
   else.
 
+With `versioned=True` (the env keeps each agent's state per step, see rules.py) there is no
+coupling and the blocking rule is `rules.versioned_blocks`; the bookkeeping is the same.
+
 Agents are dense indices 0..n-1; names live in the env.
 """
 
@@ -42,8 +45,14 @@ class Blocker:
 class DependencyTracker:
     """Blocked-by sets, coupling edges and readiness for agents at per-agent steps."""
 
-    def __init__(self, positions: Sequence[Tile], max_vel: int, bound, steps: Sequence[int] | None = None):
+    def __init__(self, positions: Sequence[Tile], max_vel: int, bound, steps: Sequence[int] | None = None,
+                 versioned: bool = False):
         self.max_vel = int(max_vel)
+        self.versioned = bool(versioned)
+        self._blocks_rule = rules.versioned_blocks if versioned else rules.blocks
+        # Blocking reach in moves is (gap + margin) * max_vel: the paper's rule keeps one extra
+        # move of margin for the blocked agent's own next move (see rules.py).
+        self._margin = 0 if versioned else 1
         self.bound = bound if bound is not None else BoxBound(4)
         n = len(positions)
         self.pos: list[Tile] = [(int(x), int(y)) for x, y in positions]
@@ -125,6 +134,7 @@ class DependencyTracker:
             self._move(m, (int(p[0]), int(p[1])))
         released: set[int] = set()
         hazard = self.bound.hazard
+        blocks = self._blocks_rule
         v = self.max_vel
         for m in members:
             for partner in self.coupled[m]:
@@ -133,7 +143,7 @@ class DependencyTracker:
             self.blockers[m] = set()  # a committing cluster had none; kept safe for tests
             pm, sm = self.pos[m], self.step[m]
             for x in list(self.blocks[m]):
-                if not rules.blocks(hazard(self.pos[x], pm), self.step[x] - sm, v):
+                if not blocks(hazard(self.pos[x], pm), self.step[x] - sm, v):
                     self.blocks[m].discard(x)
                     bx = self.blockers[x]
                     bx.discard(m)
@@ -158,7 +168,10 @@ class DependencyTracker:
         coupled_i, blockers_i = self.coupled[i], self.blockers[i]
         step, pos, coupled, blocks = self.step, self.pos, self.coupled, self.blocks
         # The farthest possible blocker is the laggard at min_step.
-        radius = self.bound.search_radius((si - self.min_step + 1) * v)
+        margin = self._margin
+        radius = self.bound.search_radius((si - self.min_step + margin) * v)
+        couples = not self.versioned
+        blocks_rule = self._blocks_rule
         box_r = self._box_radius
         hazard = self.bound.hazard
         px, py = pi
@@ -177,10 +190,10 @@ class DependencyTracker:
             else:
                 h = hazard(pi, pos[j])
             if sj == si:
-                if rules.coupled(h, v):
+                if couples and rules.coupled(h, v):
                     coupled_i.add(j)
                     coupled[j].add(i)
-            elif rules.blocks(h, si - sj, v):
+            elif blocks_rule(h, si - sj, v):
                 blockers_i.add(j)
                 blocks[j].add(i)
         self.initial_blockers[i] = len(blockers_i)

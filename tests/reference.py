@@ -10,6 +10,11 @@ bound (distance = Chebyshev tile distance):
 - ready:    a cluster is ready iff none of its members is blocked (and, in the env, it has not
             finished: agents at `max_steps` are truncated, never ready).
 
+With `rules="versioned"` (the env keeps per-step state versions):
+- no coupling (every agent is its own cluster);
+- blocked:  A by B iff Step_B < Step_A and dist <= (Step_A - Step_B) * max_vel + radius_p;
+- valid:    for |Step_A - Step_B| >= 2, dist > radius_p + (|Step_A - Step_B| - 2) * max_vel.
+
 It deliberately shares no code with `metropolis_env.rules` / `tracker`, so that a mistake there
 cannot hide here.
 """
@@ -31,18 +36,23 @@ class Analysis:
     """
 
     def __init__(self, positions: Sequence[Sequence[int]], steps: Sequence[int], radius_p: int,
-                 max_vel: int, max_steps: int | None = None):
+                 max_vel: int, max_steps: int | None = None, rules: str = "paper"):
         s = np.asarray(steps, dtype=np.int64)
         self.steps = s
         self.dist = d = chebyshev(positions)
         gap = s[:, None] - s[None, :]  # gap[a, b] = Step_a - Step_b
         behind = gap >= 1  # b is behind a
-        block_bound = (gap + 1) * max_vel + radius_p
+        versioned = rules == "versioned"
+        block_bound = (gap + (0 if versioned else 1)) * max_vel + radius_p
         self.blocked = behind & (d <= block_bound)
-        # Validity, for b behind a: d > radius_p + (gap - 1) * max_vel = block_bound - 2 * max_vel.
-        invalid = behind & (d <= block_bound - 2 * max_vel)
+        # Validity, for b behind a: d > radius_p + (gap - 1) * max_vel (paper), or for gap >= 2
+        # d > radius_p + (gap - 2) * max_vel (versioned).
+        if versioned:
+            invalid = (gap >= 2) & (d <= radius_p + (gap - 2) * max_vel)
+        else:
+            invalid = behind & (d <= radius_p + (gap - 1) * max_vel)
         self.invalid = invalid | invalid.T
-        coupled = (gap == 0) & (d <= radius_p + max_vel)
+        coupled = (gap == 0) & (d <= radius_p + max_vel) & (not versioned)
         np.fill_diagonal(coupled, False)
         self.coupled = coupled
         self.label = _components(coupled)
@@ -94,9 +104,9 @@ def chebyshev(positions: Sequence[Sequence[int]]) -> np.ndarray:
 
 
 def analyse(positions: Sequence[Sequence[int]], steps: Sequence[int], radius_p: int, max_vel: int,
-            max_steps: int | None = None) -> Analysis:
+            max_steps: int | None = None, rules: str = "paper") -> Analysis:
     """Blockers, coupling, clusters and ready clusters of a configuration (see module doc)."""
-    return Analysis(positions, steps, radius_p, max_vel, max_steps)
+    return Analysis(positions, steps, radius_p, max_vel, max_steps, rules)
 
 
 def validity_violations(positions: Sequence[Sequence[int]], steps: Sequence[int], radius_p: int,
@@ -126,11 +136,11 @@ def assert_env_matches(env, ready: dict | None = None) -> Analysis:
     positions = list(env.positions.values())
     # The analysis is a function of positions and steps only: reuse it while they stand still
     # (calls that only submit part of a cluster commit nothing).
-    key = (env.radius_p, env.max_vel, env.max_steps, tuple(positions), tuple(steps))
+    key = (env.radius_p, env.max_vel, env.max_steps, env.rules, tuple(positions), tuple(steps))
     if _last_analysis and _last_analysis[0] == key:
         ref = _last_analysis[1]
     else:
-        ref = analyse(positions, steps, env.radius_p, env.max_vel, env.max_steps)
+        ref = analyse(positions, steps, env.radius_p, env.max_vel, env.max_steps, env.rules)
         _last_analysis[:] = [key, ref]
     if ref.invalid.any():
         raise AssertionError("validity broken for " + ", ".join(

@@ -51,6 +51,12 @@ WORLDS = {
                                             width=40, height=40), pool=6),
     "grid_r6_v1": dict(make=lambda: me.make("grid", agents=30, radius_p=6, max_vel=1, max_steps=200,
                                             width=50, height=50), pool=6),
+    # The versioned rules (per-step state, no coupling), on the same worlds.
+    "the_ville_versioned": dict(make=lambda: me.make("the_ville", agents=25, max_steps=300, rules="versioned"),
+                                pool=16),
+    "villes_versioned": dict(make=lambda: me.make("villes", agents=100, max_steps=300, rules="versioned"), pool=40),
+    "grid_r2_v2_versioned": dict(make=lambda: me.make("grid", agents=30, radius_p=2, max_vel=2, max_steps=200,
+                                                      width=40, height=40, rules="versioned"), pool=6),
 }
 
 
@@ -111,6 +117,30 @@ def test_ooo_equals_sync_with_other_radius_and_speed(world, seed, schedule):
 @given(seed=st.sampled_from(SEEDS), schedule=interleavings())
 def test_ooo_equals_sync_with_the_live_policy(seed, schedule):
     check_ooo_equals_sync("the_ville", seed, schedule, live=True)
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.sampled_from(SEEDS), schedule=interleavings())
+def test_versioned_rules_equal_sync_on_the_ville(seed, schedule):
+    check_ooo_equals_sync("the_ville_versioned", seed, schedule)
+
+
+@settings(max_examples=3, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.sampled_from(SEEDS[:2]), schedule=interleavings((1_000_000, 24, 8)))
+def test_versioned_rules_equal_sync_on_100_agents_in_four_villes(seed, schedule):
+    check_ooo_equals_sync("villes_versioned", seed, schedule)
+
+
+@settings(max_examples=12, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.sampled_from(SEEDS[:2]), schedule=interleavings())
+def test_versioned_rules_equal_sync_with_other_radius_and_speed(seed, schedule):
+    check_ooo_equals_sync("grid_r2_v2_versioned", seed, schedule)
+
+
+@settings(max_examples=3, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.sampled_from(SEEDS), schedule=interleavings())
+def test_versioned_rules_equal_sync_with_the_live_policy(seed, schedule):
+    check_ooo_equals_sync("the_ville_versioned", seed, schedule, live=True)
 
 
 def test_sync_baseline_is_reproducible_and_interactive():

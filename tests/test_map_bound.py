@@ -288,7 +288,10 @@ def run_async(make_env, seed: int, schedule: int, check=None):
 
 def check_map_invariant(env) -> None:
     """Brute force over all pairs: the map-form validity invariant, its truth by the walking
-    definition where the box alone would not give it, and readiness from the rules."""
+    definition where the box alone would not give it, and readiness from the rules (the paper's,
+    or the versioned ones: no coupling, blocking one move shorter, validity for gaps >= 2)."""
+    versioned = env.rules == "versioned"
+    margin = 0 if versioned else 1  # moves of margin beyond the gap (see rules.py)
     bound = env._bound
     names = env.possible_agents
     pos = [env.positions[a] for a in names]
@@ -303,17 +306,20 @@ def check_map_invariant(env) -> None:
                 continue  # far apart in the box already: nothing to check
             h = bound.hazard(pos[i], pos[j])
             gap = step[i] - step[j]
-            if gap:
-                assert h > (abs(gap) - 1) * v, f"{names[i]}, {names[j]} break the invariant"
-                if box_hazard(pos[i], pos[j], r) <= (abs(gap) - 1) * v:
+            # Pairs this many steps apart must never be able to perceive each other.
+            apart = abs(gap) - 1 - (1 - margin)
+            if gap and apart >= 0:
+                assert h > apart * v, f"{names[i]}, {names[j]} break the invariant"
+                if box_hazard(pos[i], pos[j], r) <= apart * v:
                     # Only the map keeps them apart: check it by the definition.
                     a, b = sorted((pos[i], pos[j]))  # the definition is symmetric: memo once
-                    m = moves_until_perception(env.world, a, b, r, v, env.perception, limit=abs(gap))
-                    assert m >= abs(gap), f"{names[i]}, {names[j]} could perceive across steps"
+                    m = moves_until_perception(env.world, a, b, r, v, env.perception, limit=apart + 1)
+                    assert m >= apart + 1, f"{names[i]}, {names[j]} could perceive across steps"
+            if gap:
                 lag, lead = (j, i) if gap > 0 else (i, j)
-                if h <= (abs(gap) + 1) * v:
+                if h <= (abs(gap) + margin) * v:
                     blocked[lead] = True
-            elif h <= v:
+            elif h <= v and not versioned:
                 coupled[i].append(j)
                 coupled[j].append(i)
     label = list(range(n))
@@ -350,23 +356,40 @@ def test_ooo_equals_sync_on_villes_with_map_bound():
         assert run_async(make, seed=2, schedule=schedule) == ref, f"schedule {schedule} diverged"
 
 
+@pytest.mark.parametrize("rules", ["paper", "versioned"])
 @pytest.mark.parametrize("schedule", [0, 1])
-def test_map_invariant_holds_after_every_step(schedule):
+def test_map_invariant_holds_after_every_step(schedule, rules):
     def make():
-        return me.make("the_ville", agents=25, max_steps=120, bound="map")
+        return me.make("the_ville", agents=25, max_steps=120, bound="map", rules=rules)
     run_async(make, seed=3, schedule=schedule, check=check_map_invariant)
 
 
-def test_map_bound_waits_less_than_box():
-    """Same schedule, same world: the map bound makes agents wait for fewer others."""
-    def make(bound):
-        return lambda: me.make("the_ville", agents=25, max_steps=150, bound=bound)
+def test_versioned_rules_with_map_bound_equal_sync():
+    """Both ways beyond the paper at once, on the_ville and on concatenated villes."""
+    def make():
+        return me.make("the_ville", agents=25, max_steps=300, bound="map", rules="versioned")
+    ref = run_sync(make, seed=1)
+    for schedule in range(4):
+        assert run_async(make, seed=1, schedule=schedule) == ref, f"schedule {schedule} diverged"
+    world = W.villes(4)
+
+    def make_villes():
+        return me.make(world, agents=100, max_steps=120, perception="arena", bound="map", rules="versioned")
+    ref = run_sync(make_villes, seed=2)
+    assert run_async(make_villes, seed=2, schedule=1) == ref
+
+
+def test_map_bound_and_versioned_rules_wait_less():
+    """Same schedule, same world: the map bound makes agents wait for fewer others, and the
+    versioned rules for fewer still."""
+    def make(bound, rules):
+        return lambda: me.make("the_ville", agents=25, max_steps=150, bound=bound, rules=rules)
     deps = {}
-    for bound in ("box", "map"):
+    for bound, rules in (("box", "paper"), ("map", "paper"), ("map", "versioned")):
         env_holder = {}
 
         def keep(env):
             env_holder["env"] = env
-        run_async(make(bound), seed=4, schedule=1, check=keep)
-        deps[bound] = env_holder["env"].stats.tracker_per_step
-    assert deps["map"] < deps["box"]
+        run_async(make(bound, rules), seed=4, schedule=1, check=keep)
+        deps[bound, rules] = env_holder["env"].stats.tracker_per_step
+    assert deps["map", "versioned"] < deps["map", "paper"] < deps["box", "paper"]

@@ -268,3 +268,98 @@ def test_walking_toward_a_laggard_stops_at_the_first_blocking_step(radius_p, max
     expected_gap = -(-(d0 - radius_p - max_vel) // (2 * max_vel))  # ceil
     assert env.agent_step("A") == expected_gap
     assert env.positions["A"][0] - env.positions["B"][0] == d0 - expected_gap * max_vel
+
+
+# -- the versioned rules (per-step state versions, see rules.py) ---------------------------
+
+@pytest.mark.parametrize("radius_p,max_vel", PARAMS)
+def test_versioned_rules_agree_with_their_formulas_everywhere(radius_p, max_vel):
+    for dist, gap in itertools.product(range(0, radius_p + 8 * max_vel + 2), range(-5, 6)):
+        h = hazard(dist, radius_p)
+        assert rules.versioned_blocks(h, gap, max_vel) == (gap >= 1 and dist <= gap * max_vel + radius_p)
+        assert rules.versioned_valid(h, gap, max_vel) == (
+            abs(gap) <= 1 or dist > radius_p + (abs(gap) - 2) * max_vel)
+
+
+@pytest.mark.parametrize("radius_p,max_vel", PARAMS)
+@pytest.mark.parametrize("gap", GAPS)
+def test_versioned_blocking_exactly_at_bound(radius_p, max_vel, gap):
+    bound = gap * max_vel + radius_p
+    assert rules.versioned_blocks(hazard(bound, radius_p), gap, max_vel)
+    assert not rules.versioned_blocks(hazard(bound + 1, radius_p), gap, max_vel)
+
+
+@pytest.mark.parametrize("radius_p,max_vel", PARAMS)
+def test_versioned_rules_one_move_never_breaks_validity_or_creates_blocking(radius_p, max_vel):
+    """The versioned counterpart of the Appendix A argument, exhaustively: a ready agent (no
+    laggard blocks it) that commits stays valid with every laggard, and a laggard's commit never
+    makes it block an agent it did not block."""
+    v = max_vel
+    for dist, gap in itertools.product(range(0, radius_p + 10 * v), range(1, 5)):
+        h = hazard(dist, radius_p)
+        if rules.versioned_blocks(h, gap, v):
+            continue
+        for moved in range(max(0, dist - v), dist + v + 1):
+            h2 = hazard(moved, radius_p)
+            assert rules.versioned_valid(h2, gap + 1, v)
+            if gap > 1:
+                assert not rules.versioned_blocks(h2, gap - 1, v)
+
+
+def versioned_grid(agents: dict[str, tuple[int, int]], radius_p: int, max_vel: int):
+    env = me.make("grid", agents=agents, radius_p=radius_p, max_vel=max_vel, max_steps=50,
+                  width=80, height=20, rules="versioned")
+    env.reset(seed=0)
+    return env
+
+
+@pytest.mark.parametrize("radius_p,max_vel", PARAMS)
+@pytest.mark.parametrize("gap", GAPS)
+def test_versioned_env_blocks_exactly_at_bound(radius_p, max_vel, gap):
+    for extra in (0, 1):
+        start = 2 * gap * max_vel + radius_p + extra
+        env = versioned_grid({"B": (5, 10), "A": (5 + start, 10)}, radius_p, max_vel)
+        for _ in range(gap):
+            assert "A" in env.ready_agents()
+            env.step({"A": move(max_vel, -max_vel)})
+            assert_env_matches(env)
+        assert env.positions["A"][0] - 5 == gap * max_vel + radius_p + extra
+        if extra == 0:
+            assert not env.is_ready("A")
+            assert env.blocked_by("A") == [{"agent": "B", "rule": "blocked", "gap": gap, "hazard": gap * max_vel}]
+        else:
+            assert env.is_ready("A") and env.blocked_by("A") == []
+
+
+@pytest.mark.parametrize("radius_p,max_vel", PARAMS)
+def test_versioned_env_has_no_coupling(radius_p, max_vel):
+    env = versioned_grid({"A": (5, 10), "B": (5, 10), "C": (5 + radius_p + max_vel, 10)}, radius_p, max_vel)
+    assert sorted(env.clusters()) == [["A"], ["B"], ["C"]]
+    out = env.step({"A": move(max_vel, 0)})[0]
+    assert env.steps == {"A": 1, "B": 0, "C": 0}
+    # B (same tile) and C (one move from A's view) are one step behind: either could be seen.
+    assert "A" not in out and not env.is_ready("A")
+    assert [(b["agent"], b["hazard"]) for b in env.blocked_by("A")] == [("B", 0), ("C", max_vel)]
+    assert_env_matches(env)
+
+
+def test_versioned_env_reads_the_state_an_agent_had_at_the_readers_step():
+    """B reads A as A was at B's step, although A has moved on since: A at x=9 perceived at
+    step 1 (distance 4), while A is now at x=10 (distance 5, out of view) and at step 2."""
+    env = versioned_grid({"C": (0, 10), "B": (5, 10), "A": (9, 10)}, 4, 1)
+    stay = move(1, 0)
+    env.step({"B": stay, "A": {"move": stay, "activity": "reading", "utterance": "hi B"}})
+    assert not env.is_ready("B") and env.is_ready("A")  # C, one step behind, could reach B's view
+    env.step({"A": {"move": move(1, 1), "activity": "walking"}})
+    assert env.steps == {"C": 0, "B": 1, "A": 2} and env.positions["A"] == (10, 10)
+    obs = env.step({"C": stay})[0]
+    seen = {p["name"]: p for p in obs["B"]["perceived"]}
+    assert set(seen) == {"A"}
+    assert tuple(seen["A"]["position"]) == (9, 10)
+    assert seen["A"]["activity"] == "reading" and seen["A"]["utterance"] == "hi B"
+    # The same world in global steps gives B exactly that observation at step 1.
+    sync = versioned_grid({"C": (0, 10), "B": (5, 10), "A": (9, 10)}, 4, 1)
+    obs = sync.step({"C": stay, "B": stay, "A": {"move": stay, "activity": "reading", "utterance": "hi B"}})[0]
+    expected = {p["name"]: p for p in obs["B"]["perceived"]}
+    assert tuple(expected["A"]["position"]) == (9, 10) and expected["A"]["utterance"] == "hi B"
+    assert set(expected) == {"A"}

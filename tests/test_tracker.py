@@ -141,11 +141,12 @@ def test_far_laggard_blocks_exactly_at_bound(radius_p, max_vel, gap):
     assert_tracker_matches(tr2, radius_p, max_vel)
 
 
-@pytest.mark.parametrize("rule,loosened", [
-    ("blocks", lambda h, gap, v: gap >= 1 and h <= gap * v),  # one step of hazard too few
-    ("coupled", lambda h, v: h < v),                           # one tile too few
+@pytest.mark.parametrize("rule_set,rule,loosened", [
+    ("paper", "blocks", lambda h, gap, v: gap >= 1 and h <= gap * v),  # one step of hazard too few
+    ("paper", "coupled", lambda h, v: h < v),                           # one tile too few
+    ("versioned", "versioned_blocks", lambda h, gap, v: gap >= 1 and h < gap * v),  # one tile too few
 ])
-def test_checks_catch_a_rule_loosened_by_one(monkeypatch, rule, loosened):
+def test_checks_catch_a_rule_loosened_by_one(monkeypatch, rule_set, rule, loosened):
     """The safety and equivalence checks are not vacuous: a tracker whose rule lets one more
     tile through breaks them on a crowded grid."""
     from metropolis_env import rules
@@ -154,7 +155,7 @@ def test_checks_catch_a_rule_loosened_by_one(monkeypatch, rule, loosened):
     schedule = Interleaving(seed=1, share=0.5, order="leaders", max_clusters=2)
     failures = 0
     for seed in range(8):
-        env = me.make("grid", agents=12, max_steps=20, width=14, height=14, seed=seed)
+        env = me.make("grid", agents=12, max_steps=20, width=14, height=14, seed=seed, rules=rule_set)
         try:
             got = run_async(env, seed, RandomWalk(seed), schedule, assert_env_matches)
             assert got.observations == run_sync(env, seed, RandomWalk(seed)).observations

@@ -83,13 +83,14 @@ class TraceAgent:
 
 
 def trace_env(trace, *, radius_p: int | None = None, max_vel: int = 1, bound: Any = "box",
-              seed: int = 0) -> AsyncParallelEnv:
+              rules: str = "paper", seed: int = 0) -> AsyncParallelEnv:
     """An env on the trace's world with its agents on their recorded start tiles."""
     start = [(int(x), int(y)) for x, y in trace.positions[:, 0]]
     return AsyncParallelEnv(trace.world, list(trace.agents), start,
                             radius_p=trace.radius_p if radius_p is None else radius_p,
                             max_vel=max_vel, max_steps=int(trace.n_steps),
-                            perception="arena" if trace.same_zone else "box", seed=seed, bound=bound)
+                            perception="arena" if trace.same_zone else "box", seed=seed, bound=bound,
+                            rules=rules)
 
 
 def trace_agents(trace, prompt: PromptFn | None = None, max_vel: int = 1,

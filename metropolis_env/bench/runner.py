@@ -6,6 +6,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..env import RULES
 from ..errors import ConfigError
 from ..runtime.controller import MODES, run
 from ..runtime.metrics import RunMetrics
@@ -40,6 +41,7 @@ class BenchConfig:
     gpus: int = 1
     policy: str = "priority"
     bound: str = "box"
+    rules: str = "paper"
     max_clusters: int | None = None
     base_urls: tuple[str, ...] = ()
     api_model: str | None = None
@@ -58,6 +60,8 @@ class BenchConfig:
         bad = [m for m in self.modes if m not in MODES]
         if bad:
             raise ConfigError(f"unknown modes {bad}; choose from {MODES}")
+        if self.rules not in RULES:
+            raise ConfigError(f"unknown rules {self.rules!r}; choose from {RULES}")
         if self.window not in WINDOWS:
             raise ConfigError(f"unknown window {self.window!r}; choose from {WINDOWS}")
         if self.backend not in ("sim", "openai"):
@@ -160,7 +164,7 @@ def make_backend(cfg: BenchConfig):
 
 def run_mode(trace, cfg: BenchConfig, mode: str) -> RunMetrics:
     """Run one mode of the benchmark on `trace` and return its metrics."""
-    env = trace_env(trace, bound=cfg.bound, seed=cfg.seed)
+    env = trace_env(trace, bound=cfg.bound, rules=cfg.rules, seed=cfg.seed)
     prompt = word_prompt if cfg.backend == "openai" else None
     agents = trace_agents(trace, prompt=prompt,
                           generation_config=cfg.backend == "openai" and cfg.server == "transformers")

@@ -40,39 +40,71 @@ def _modes(window: str, agents: int) -> tuple[str, ...]:
     return ("single", "sync", "async", "oracle") if agents <= 500 else ("sync", "async", "oracle")
 
 
-#: Map-aware vs box bound (issue 7): (window, agents, gpus).
-BOUND_GRID = [("full", 25, 1), ("full", 25, 8), ("busy", 100, 8), ("busy", 500, 8)]
+#: Beyond the paper: dependency bound x rules, (bound, rules); the first is the paper's.
+VARIANTS = (("box", "paper"), ("map", "paper"), ("box", "versioned"), ("map", "versioned"))
+#: The points compared across VARIANTS: the paper's headline points, (window, agents, gpus).
+BOUND_GRID = [("full", 25, 1), ("full", 25, 8), ("busy", 25, 8), ("busy", 100, 1), ("busy", 100, 8),
+              ("busy", 500, 8), ("busy", 1000, 8), ("quiet", 25, 8), ("quiet", 100, 8), ("quiet", 500, 8)]
 SECTIONS = ("grid", "priority", "bounds")
 
 
-def run_bound_comparison(base: BenchConfig, progress: bool = True) -> list[tuple[BenchResult, BenchResult]]:
-    """(box, map) results for each point of BOUND_GRID, on the same trace."""
-    pairs = []
+def run_bound_comparison(base: BenchConfig, progress: bool = True,
+                         done: list[BenchResult] = ()) -> list[dict[tuple[str, str], BenchResult]]:
+    """For each point of BOUND_GRID, {variant: result} on the same trace.
+
+    sync and oracle do not depend on the tracker, so they run once per point (with the paper's
+    variant, or taken from `done`, the grid's results) and the other variants run async only.
+    """
+    reuse = {(r.config.window, r.config.agents, r.config.gpus): r for r in done
+             if (r.config.bound, r.config.rules) == VARIANTS[0] and r.config.policy == base.policy
+             and {"sync", "async", "oracle"} <= set(r.runs)}
+    out = []
     for window, agents, gpus in BOUND_GRID:
         cfg = replace(base, window=window, agents=agents, gpus=gpus, modes=("sync", "async", "oracle"),
                       lower_bounds=False, progress=progress)
-        trace = load_trace(cfg)
-        pairs.append(tuple(run_bench(replace(cfg, bound=b), trace=trace) for b in ("box", "map")))
-        print(f"[sweep] bounds {window} {agents} agents {gpus} GPUs: async/sync box "
-              f"{pairs[-1][0].ratio('async', 'sync'):.2f}x, map {pairs[-1][1].ratio('async', 'sync'):.2f}x", flush=True)
-    return pairs
+        trace = None
+        row = {}
+        for bound, rules in VARIANTS:
+            got = reuse.get((window, agents, gpus)) if (bound, rules) == VARIANTS[0] else None
+            if got is None:
+                trace = trace if trace is not None else load_trace(cfg)
+                modes = cfg.modes if (bound, rules) == VARIANTS[0] else ("async",)
+                got = run_bench(replace(cfg, bound=bound, rules=rules, modes=modes), trace=trace)
+            row[bound, rules] = got
+        out.append(row)
+        print(f"[sweep] variants {window} {agents} agents {gpus} GPUs: async/sync " + ", ".join(
+            f"{b}/{r} {_vs(row, (b, r), 'sync'):.2f}x" for b, r in VARIANTS), flush=True)
+    return out
 
 
-def render_bounds(pairs: list[tuple[BenchResult, BenchResult]]) -> str:
-    lines = ["## Map-aware bound vs the paper's box bound", "",
-             "Dependencies per agent-step: true (agents really perceived, itself included) and as the "
-             "tracker makes agents wait (blocked by or coupled with, itself included).", "",
-             "| window | agents | GPUs | async/sync box / map | % of oracle box / map | "
-             "tracker deps box / map | true deps |",
-             "|---|---|---|---|---|---|---|"]
-    for box, mp in pairs:
-        c = box.config
-        ob, om = box.ratio("async", "oracle"), mp.ratio("async", "oracle")
+def _vs(row: dict, variant: tuple[str, str], base_mode: str) -> float:
+    """Completion time of `base_mode` (run with the paper's variant) over `variant`'s async."""
+    return (row[VARIANTS[0]].runs[base_mode].completion_time_s
+            / row[variant].runs["async"].completion_time_s)
+
+
+def render_bounds(rows: list[dict[tuple[str, str], BenchResult]]) -> str:
+    names = " / ".join(f"{b}+{r}" for b, r in VARIANTS)
+    lines = ["## Beyond the paper: map-aware bound and versioned rules", "",
+             f"Async runs of each variant ({names}) on the same trace; sync and oracle are the "
+             "same for all. `map`: walking distance around walls and rooms (docs/MAP_BOUND.md). "
+             "`versioned`: the env keeps each agent's state per step, so there is no coupling and a "
+             "laggard blocks one move less (metropolis_env/rules.py). Dependencies per agent-step: "
+             "as the tracker makes agents wait (blocked by or coupled with, itself included), "
+             "next to the true ones (agents really perceived).", "",
+             f"| window | agents | GPUs | async/sync ({names}) | paper | % of oracle | "
+             "tracker deps | true deps |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        first = row[VARIANTS[0]]
+        c = first.config
+        paper = PAPER.get((c.window, c.agents, c.gpus), {})
         lines.append(
-            f"| {c.window} | {c.agents} | {c.gpus} | {_x(box.ratio('async', 'sync'))} / "
-            f"{_x(mp.ratio('async', 'sync'))} | {_p(100 * ob)} / {_p(100 * om)} | "
-            f"{box.runs['async'].deps_per_agent_step:.2f} / {mp.runs['async'].deps_per_agent_step:.2f} | "
-            f"{box.runs['async'].true_deps_per_agent_step:.2f} |")
+            f"| {c.window} | {c.agents} | {c.gpus} | "
+            + " / ".join(f"{_vs(row, v, 'sync'):.2f}x" for v in VARIANTS) + f" | {_x(paper.get('vs_sync'))} | "
+            + " / ".join(_p(100 * _vs(row, v, 'oracle')) for v in VARIANTS) + " | "
+            + " / ".join(f"{row[v].runs['async'].deps_per_agent_step:.2f}" for v in VARIANTS)
+            + f" | {first.runs['async'].true_deps_per_agent_step:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -101,7 +133,7 @@ def run_sweep(out: str = "docs/RESULTS.md", quick: bool = False, progress: bool 
                 cfg = replace(base, window="busy", agents=500, gpus=gpus, policy=policy,
                               modes=("async", "oracle"), lower_bounds=False, progress=progress)
                 priority.append(run_bench(cfg, trace=load_trace(cfg)))
-    pairs = run_bound_comparison(base, progress) if "bounds" in sections and not quick else []
+    pairs = run_bound_comparison(base, progress, results) if "bounds" in sections and not quick else []
     text = render_results(results, priority, time.perf_counter() - t0, base)
     if pairs:
         text += "\n" + render_bounds(pairs)
@@ -109,11 +141,24 @@ def run_sweep(out: str = "docs/RESULTS.md", quick: bool = False, progress: bool 
     if results:
         figure = speedup_figure([r.to_json() for r in results], Path(out).parent / "figures")
         text += f"\n![async/sync speedup vs agents]({figure.relative_to(Path(out).parent)})\n"
-    Path(out).write_text(text)
+    Path(out).write_text(text + kept_notes(Path(out)))
     if json_path:
-        flat = results + priority + [r for pair in pairs for r in pair]
+        flat = results + priority + [r for row in pairs for v, r in row.items() if v != VARIANTS[0]]
         Path(json_path).write_text(json.dumps([r.to_json() for r in flat], indent=1))
     return results + priority
+
+
+#: Everything below this line in the output file is written by people and kept by the sweep.
+NOTES_MARKER = "<!-- notes below are kept by metropolis-env sweep -->"
+
+
+def kept_notes(path: Path) -> str:
+    """The hand-written part of an existing report (from NOTES_MARKER on), or ''."""
+    if not path.exists():
+        return ""
+    old = path.read_text()
+    at = old.find(NOTES_MARKER)
+    return "" if at < 0 else "\n" + old[at:]
 
 
 def speedup_figure(results: list[dict], out_dir: Path) -> Path:
