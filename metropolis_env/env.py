@@ -197,11 +197,22 @@ class AsyncParallelEnv:
                 f"step() takes a dict {{agent: action}}, got {type(actions).__name__}; "
                 f"submit e.g. {{agent: env.move_to(agent, tile)}} for agents in env.ready_agents()")
         parsed: dict[int, tuple[int, str | None, str]] = {}
+        paths: dict[int, list[Tile]] = {}
         for agent, action in actions.items():
             i = self._idx(agent)
             self._check_may_submit(i)
             parsed[i] = self._parse_action(i, action)
+            if self._versioned:
+                path = self._check_path(i, action, parsed[i][0])
+                if path is not None:
+                    paths[i] = path
+            elif isinstance(action, Mapping) and action.get("path") is not None:
+                raise InvalidActionError(
+                    f"action of agent {agent!r}: a declared 'path' needs rules='versioned' (this env uses "
+                    f"the paper's rules, which cannot use it); make the env with rules='versioned' or drop it")
         # Everything is valid: from here on nothing raises.
+        for i, path in paths.items():
+            tr.set_path(i, tr.step[i] + 1, path)
         complete: list[tuple[int, ...]] = []
         for i, act in parsed.items():
             cl = self._ready[i]
@@ -382,6 +393,7 @@ class AsyncParallelEnv:
             "coupled": [frozenset(s) for s in tr.coupled],
             "stats": DependencyStats(**vars(self.stats)),
             "versions": self._versions.snapshot() if self._versions is not None else None,
+            "paths": [(b, tuple(p)) if p is not None else None for b, p in zip(tr.path_base, tr.path)],
         }
 
     # -- internals -------------------------------------------------------------------------
@@ -432,10 +444,10 @@ class AsyncParallelEnv:
         activity: str | None = None
         utterance = ""
         if isinstance(action, Mapping):
-            extra = set(action) - {"move", "activity", "utterance"}
+            extra = set(action) - {"move", "activity", "utterance", "path"}
             if extra:
                 raise InvalidActionError(f"{where} has unknown keys {sorted(map(str, extra))}; "
-                                         f"allowed: 'move', 'activity', 'utterance'")
+                                         f"allowed: 'move', 'activity', 'utterance', 'path'")
             if "move" not in action:
                 raise InvalidActionError(f"{where} needs a 'move' (an int in 0..{len(self._offsets) - 1}; "
                                          f"{self._stay} stays put)")
@@ -471,23 +483,12 @@ class AsyncParallelEnv:
 
     def _commit(self, cl: tuple[int, ...], sub: dict[int, tuple[int, str | None, str]]) -> set[int]:
         tr = self._tracker
-        world = self.world
         new_pos = []
         stats = self.stats
         n_cl = len(cl)
         for m in cl:
             move, activity, utterance = sub[m]
-            x, y = tr.pos[m]
-            dx, dy = self._offsets[move]
-            target = (x + dx, y + dy)
-            if (dx, dy) == (0, 0):
-                self._move_result[m] = "stayed"
-            elif not world.in_bounds(target):
-                self._move_result[m], target = "off_map", (x, y)
-            elif not world.walkable[target[1], target[0]]:
-                self._move_result[m], target = "blocked_tile", (x, y)
-            else:
-                self._move_result[m] = "moved"
+            target, self._move_result[m] = self._landing(tr.pos[m], move)
             new_pos.append(target)
             if activity is not None:
                 self._activity[m] = activity
@@ -504,6 +505,78 @@ class AsyncParallelEnv:
             for m, p in zip(cl, new_pos):
                 versions.append(m, (p, self._activity[m], self._utterance[m]), lo)
         return released
+
+    def _landing(self, p: Tile, move: int) -> tuple[Tile, str]:
+        """(tile, move result) of `move` from tile p: a move off the map or onto a blocked tile
+        leaves the agent in place."""
+        x, y = p
+        dx, dy = self._offsets[move]
+        target = (x + dx, y + dy)
+        if dx == 0 and dy == 0:
+            return target, "stayed"
+        if not self.world.in_bounds(target):
+            return (x, y), "off_map"
+        if not self.world.walkable[target[1], target[0]]:
+            return (x, y), "blocked_tile"
+        return target, "moved"
+
+    def _check_path(self, i: int, action: Any, move: int) -> list[Tile] | None:
+        """Validate a declared path and that `move` keeps the path `i` already declared.
+
+        A path lists the tiles the agent promises to stand on after this move and each of its
+        next ones: path[0] is where this move lands. Returns the path to record (merged with the
+        part of a running path it does not cover), or None when the action declares none.
+        """
+        tr = self._tracker
+        name, s = self.possible_agents[i], tr.step[i]
+        landing = self._landing(tr.pos[i], move)[0]
+        promised = tr.path_tile(i, s + 1)
+        where = f"action of agent {name!r} at step {s}"
+        if promised is not None and landing != promised:
+            raise InvalidActionError(
+                f"{where}: it declared a path through step {tr.path_end[i]} that puts it on {promised} at "
+                f"step {s + 1}, but this move lands on {landing}; a declared path is a promise others "
+                f"already relied on: follow it (env.move_to(agent, {promised}))")
+        raw = action.get("path") if isinstance(action, Mapping) else None
+        if raw is None:
+            return None
+        if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence) or not raw:
+            raise InvalidActionError(f"{where}: 'path' must be a non-empty list of (x, y) tiles, got {raw!r}")
+        if len(raw) > self.max_steps - s:
+            raise InvalidActionError(f"{where}: 'path' has {len(raw)} tiles but the agent has only "
+                                     f"{self.max_steps - s} steps left (max_steps={self.max_steps})")
+        path: list[Tile] = []
+        for k, tile in enumerate(raw):
+            try:
+                x, y = tile
+                if isinstance(x, bool) or isinstance(y, bool):
+                    raise TypeError
+                q = (int(x), int(y))
+                if q != (x, y):
+                    raise TypeError
+            except (TypeError, ValueError):
+                raise InvalidActionError(f"{where}: path[{k}] must be an (x, y) pair of ints, got {tile!r}") from None
+            if not self.world.is_walkable(q):
+                raise InvalidActionError(f"{where}: path[{k}] = {q} is blocked or off the map; a path "
+                                         f"holds walkable tiles only")
+            prev = path[-1] if path else landing
+            if k == 0 and q != landing:
+                raise InvalidActionError(f"{where}: path[0] must be the tile this move lands on, {landing}, "
+                                         f"got {q}")
+            if max(abs(q[0] - prev[0]), abs(q[1] - prev[1])) > self.max_vel:
+                raise InvalidActionError(f"{where}: path[{k - 1}] -> path[{k}] ({prev} -> {q}) is more than "
+                                         f"max_vel={self.max_vel} tiles: one move per step")
+            old = tr.path_tile(i, s + 1 + k)
+            if old is not None and old != q:
+                raise InvalidActionError(f"{where}: path[{k}] = {q} breaks the path declared earlier, which "
+                                         f"puts it on {old} at step {s + 1 + k}; a new path may only extend it")
+            path.append(q)
+        # The earlier promise still holds beyond the new path's end.
+        tail = s + 1 + len(path)
+        while tr.path_tile(i, tail) is not None:
+            path.append(tr.path_tile(i, tail))
+            tail += 1
+        return path
 
     def _register_ready(self, candidates, committed: set[int]) -> list[int]:
         """Register the ready clusters among `candidates`; returns the agents that became ready

@@ -11,6 +11,10 @@ up to date as agents commit steps. Everything is O(neighbours) per committed age
 
 With `versioned=True` (the env keeps each agent's state per step, see rules.py) there is no
 coupling and the blocking rule is `rules.versioned_blocks`; the bookkeeping is the same.
+Versioned agents may also hold a *declared path* (`set_path`): the tiles they promise to stand
+on at their next steps. A laggard with a path is then judged from its promised tile at the
+reader's step (or at the path's end, with the remaining steps as free moves) instead of from
+where it stands with all its steps free: its reach shrinks to the path.
 
 Agents are dense indices 0..n-1; names live in the env.
 """
@@ -60,6 +64,10 @@ class DependencyTracker:
         self.blockers: list[set[int]] = [set() for _ in range(n)]
         self.blocks: list[set[int]] = [set() for _ in range(n)]
         self.coupled: list[set[int]] = [set() for _ in range(n)]
+        # Declared paths: path[i][k] is i's tile at step path_base[i] + k, up to path_end[i].
+        self.path: list[list[Tile] | None] = [None] * n
+        self.path_base: list[int] = [0] * n
+        self.path_end: list[int] = [-1] * n
         # blockers found when the agent started its current step: its tracker dependencies.
         self.initial_blockers: list[int] = [0] * n
         self._cell_size = max(1, self.bound.search_radius(2 * self.max_vel))
@@ -113,7 +121,45 @@ class DependencyTracker:
     def _blocker(self, i: int, j: int, rule: str) -> Blocker:
         return Blocker(j, rule, self.step[i] - self.step[j], self.bound.hazard(self.pos[i], self.pos[j]))
 
+    def path_tile(self, i: int, step: int) -> Tile | None:
+        """The tile `i` promised for `step`, or None if its declared path does not cover it."""
+        k = step - self.path_base[i]
+        path = self.path[i]
+        return path[k] if path is not None and 0 <= k < len(path) else None
+
+    def reach(self, j: int, step: int) -> tuple[Tile, int]:
+        """(tile, free steps): where laggard j is known to be on its way to `step`, and how many
+        of its steps to `step` are still unconstrained (versioned rules, see set_path)."""
+        e = self.path_end[j]
+        if e > self.step[j]:
+            if step <= e:
+                return self.path[j][step - self.path_base[j]], 0
+            return self.path[j][e - self.path_base[j]], step - e
+        return self.pos[j], step - self.step[j]
+
+    def _blocks_pair(self, reader: int, j: int) -> bool:
+        """Whether laggard j blocks `reader` (one pair, any rules; used on re-checks)."""
+        gap = self.step[reader] - self.step[j]
+        if self.versioned and self.path_end[j] > self.step[j]:
+            q, free = self.reach(j, self.step[reader])
+            return gap >= 1 and self.bound.hazard(self.pos[reader], q) <= free * self.max_vel
+        return self._blocks_rule(self.bound.hazard(self.pos[reader], self.pos[j]), gap, self.max_vel)
+
     # -- updates ---------------------------------------------------------------------------
+
+    def set_path(self, i: int, first_step: int, tiles: Sequence[Tile]) -> None:
+        """Record that `i` will stand on tiles[k] at step first_step + k (versioned rules only).
+
+        The env validates the path (legal moves, consistent with any path still running) and
+        enforces it; set it before committing the step that reaches first_step, so the commit's
+        re-check of whom `i` blocks already uses it. A path only ever shrinks `i`'s reach, so it
+        can release agents, never block new ones: the incremental argument of `commit` holds.
+        """
+        if not self.versioned:
+            raise ValueError("declared paths need the versioned rules")
+        self.path[i] = [(int(x), int(y)) for x, y in tiles]
+        self.path_base[i] = first_step
+        self.path_end[i] = first_step + len(self.path[i]) - 1
 
     def commit(self, members: Iterable[int], new_positions: Sequence[Tile]) -> set[int]:
         """Advance a ready cluster by one step, moving its members to `new_positions`.
@@ -127,7 +173,9 @@ class DependencyTracker:
         - a committed agent cannot start blocking an agent ahead by the same argument, so only
           its old `blocks` set needs re-checking, and that is where releases come from;
         - it is coupled afterwards only with agents at its new step within v of hazard, which
-          its neighbourhood search finds; its old coupling partners were all in its cluster.
+          its neighbourhood search finds; its old coupling partners were all in its cluster;
+        - a laggard walking its declared path keeps the same promised tile and free steps for
+          every reader, and at the path's end its reach is the same either way (see reach).
         """
         members = list(members)
         for m, p in zip(members, new_positions):
@@ -142,13 +190,19 @@ class DependencyTracker:
             self.coupled[m] = set()
             self.blockers[m] = set()  # a committing cluster had none; kept safe for tests
             pm, sm = self.pos[m], self.step[m]
-            for x in list(self.blocks[m]):
-                if not blocks(hazard(self.pos[x], pm), self.step[x] - sm, v):
-                    self.blocks[m].discard(x)
-                    bx = self.blockers[x]
-                    bx.discard(m)
-                    if not bx:
-                        released.add(x)
+            if self.path_end[m] > sm:
+                still = self._blocks_pair
+                gone = [x for x in self.blocks[m] if not still(x, m)]
+            else:
+                if self.path[m] is not None:
+                    self.path[m] = None  # walked to its end: m is judged from where it stands
+                gone = [x for x in self.blocks[m] if not blocks(hazard(self.pos[x], pm), self.step[x] - sm, v)]
+            for x in gone:
+                self.blocks[m].discard(x)
+                bx = self.blockers[x]
+                bx.discard(m)
+                if not bx:
+                    released.add(x)
         for m in members:
             self._link(m)
         released.update(members)
@@ -172,12 +226,19 @@ class DependencyTracker:
         radius = self.bound.search_radius((si - self.min_step + margin) * v)
         couples = not self.versioned
         blocks_rule = self._blocks_rule
+        path_end = self.path_end
         box_r = self._box_radius
         hazard = self.bound.hazard
         px, py = pi
         for j in self._near(pi, radius):
             sj = step[j]
             if sj > si or j == i:
+                continue
+            if path_end[j] > sj:
+                # a declared path: judged from its promised tile (see reach)
+                if self._blocks_pair(i, j):
+                    blockers_i.add(j)
+                    blocks[j].add(i)
                 continue
             if box_r is not None:
                 # rules.box_hazard inlined: this loop is the tracker's hot path

@@ -160,6 +160,47 @@ class ReactivePolicy:
         return None
 
 
+class PromisingPolicy:
+    """ReactivePolicy that now and then declares its next tiles (`"path"`) and keeps the promise.
+
+    A promise is to stay put, or to walk a hashed sequence of legal moves, for 1..16 steps;
+    while it runs the agent follows it whatever it perceives. Deterministic in (seed, agent,
+    its observations), like the policy it wraps. Needs an env with rules="versioned".
+    """
+
+    def __init__(self, env: me.AsyncParallelEnv, seed: int, destinations: list[tuple[int, int]] | None = None):
+        self.env = env
+        self.seed = seed
+        self.inner = ReactivePolicy(env, seed, destinations)
+        self.offsets = me.spaces.move_offsets(env.max_vel)
+        self.promise: dict[str, list[tuple[int, int]]] = {}
+
+    def act(self, agent: str, obs: dict) -> dict:
+        here = (int(obs["position"][0]), int(obs["position"][1]))
+        todo = self.promise.get(agent)
+        action = self.inner.act(agent, obs)  # always called: its state follows every observation
+        if todo:
+            nxt = todo.pop(0)
+            return {"move": self.offsets.index((nxt[0] - here[0], nxt[1] - here[1])), "activity": "keeping a promise"}
+        h = stable_hash(self.seed, "promise", agent, canonical_observation(obs))
+        if h % 3:
+            return action
+        landing = self.env._landing(here, action["move"])[0]
+        path = [landing]
+        walk = (h >> 4) % 2
+        for k in range(1, 1 + (h >> 8) % 16):
+            x, y = path[-1]
+            if walk:
+                options = [(x + dx, y + dy) for dx, dy in self.offsets if self.env.world.is_walkable((x + dx, y + dy))]
+                path.append(options[stable_hash(h, k) % len(options)])
+            else:
+                path.append((x, y))
+        left = self.env.max_steps - int(obs["step"])
+        path = path[:left]
+        self.promise[agent] = list(path[1:])
+        return dict(action, path=path)
+
+
 # -- driving loops ---------------------------------------------------------------------------
 
 @dataclass

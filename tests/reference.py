@@ -14,6 +14,10 @@ With `rules="versioned"` (the env keeps per-step state versions):
 - no coupling (every agent is its own cluster);
 - blocked:  A by B iff Step_B < Step_A and dist <= (Step_A - Step_B) * max_vel + radius_p;
 - valid:    for |Step_A - Step_B| >= 2, dist > radius_p + (|Step_A - Step_B| - 2) * max_vel.
+- declared paths: a laggard B whose path covers steps beyond its own (tile p_k at step k, up to
+  step e) blocks A iff dist(A, p_min(Step_A, e)) <= max(0, Step_A - e) * max_vel + radius_p;
+  validity is only checked for pairs whose laggard has no path running (while it has, readers
+  ahead may stand anywhere its promised tiles are out of sight).
 
 It deliberately shares no code with `metropolis_env.rules` / `tracker`, so that a mistake there
 cannot hide here.
@@ -36,7 +40,8 @@ class Analysis:
     """
 
     def __init__(self, positions: Sequence[Sequence[int]], steps: Sequence[int], radius_p: int,
-                 max_vel: int, max_steps: int | None = None, rules: str = "paper"):
+                 max_vel: int, max_steps: int | None = None, rules: str = "paper",
+                 paths: Sequence | None = None):
         s = np.asarray(steps, dtype=np.int64)
         self.steps = s
         self.dist = d = chebyshev(positions)
@@ -51,6 +56,20 @@ class Analysis:
             invalid = (gap >= 2) & (d <= radius_p + (gap - 2) * max_vel)
         else:
             invalid = behind & (d <= radius_p + (gap - 1) * max_vel)
+        pts = np.asarray(positions, dtype=np.int64).reshape(-1, 2)
+        for b, declared in enumerate(paths or ()):
+            if declared is None:
+                continue
+            base, tiles = declared
+            end = base + len(tiles) - 1
+            if end <= s[b]:
+                continue  # walked to its end: judged from where it stands
+            invalid[:, b] = False
+            for a in np.flatnonzero(behind[:, b]):
+                k = min(int(s[a]), end)
+                tx, ty = tiles[k - base]
+                dist = max(abs(int(pts[a, 0]) - tx), abs(int(pts[a, 1]) - ty))
+                self.blocked[a, b] = dist <= max(0, int(s[a]) - end) * max_vel + radius_p
         self.invalid = invalid | invalid.T
         coupled = (gap == 0) & (d <= radius_p + max_vel) & (not versioned)
         np.fill_diagonal(coupled, False)
@@ -104,9 +123,9 @@ def chebyshev(positions: Sequence[Sequence[int]]) -> np.ndarray:
 
 
 def analyse(positions: Sequence[Sequence[int]], steps: Sequence[int], radius_p: int, max_vel: int,
-            max_steps: int | None = None, rules: str = "paper") -> Analysis:
+            max_steps: int | None = None, rules: str = "paper", paths: Sequence | None = None) -> Analysis:
     """Blockers, coupling, clusters and ready clusters of a configuration (see module doc)."""
-    return Analysis(positions, steps, radius_p, max_vel, max_steps, rules)
+    return Analysis(positions, steps, radius_p, max_vel, max_steps, rules, paths)
 
 
 def validity_violations(positions: Sequence[Sequence[int]], steps: Sequence[int], radius_p: int,
@@ -136,11 +155,13 @@ def assert_env_matches(env, ready: dict | None = None) -> Analysis:
     positions = list(env.positions.values())
     # The analysis is a function of positions and steps only: reuse it while they stand still
     # (calls that only submit part of a cluster commit nothing).
-    key = (env.radius_p, env.max_vel, env.max_steps, env.rules, tuple(positions), tuple(steps))
+    tr = env._tracker  # declared paths are inputs of the rules, like positions and steps
+    paths = [(b, tuple(p)) if p is not None else None for b, p in zip(tr.path_base, tr.path)]
+    key = (env.radius_p, env.max_vel, env.max_steps, env.rules, tuple(positions), tuple(steps), tuple(paths))
     if _last_analysis and _last_analysis[0] == key:
         ref = _last_analysis[1]
     else:
-        ref = analyse(positions, steps, env.radius_p, env.max_vel, env.max_steps, env.rules)
+        ref = analyse(positions, steps, env.radius_p, env.max_vel, env.max_steps, env.rules, paths)
         _last_analysis[:] = [key, ref]
     if ref.invalid.any():
         raise AssertionError("validity broken for " + ", ".join(

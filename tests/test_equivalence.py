@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import metropolis_env as me
-from policies import (Interleaving, ReactivePolicy, ReplayPolicy, Trajectories, destination_pool, run_async,
-                      run_sync)
+from policies import (Interleaving, PromisingPolicy, ReactivePolicy, ReplayPolicy, Trajectories, destination_pool,
+                      run_async, run_sync)
 from reference import assert_env_matches
 
 # Few world seeds, many interleavings: the sync baseline of each seed is computed once.
@@ -57,6 +57,12 @@ WORLDS = {
     "villes_versioned": dict(make=lambda: me.make("villes", agents=100, max_steps=300, rules="versioned"), pool=40),
     "grid_r2_v2_versioned": dict(make=lambda: me.make("grid", agents=30, radius_p=2, max_vel=2, max_steps=200,
                                                       width=40, height=40, rules="versioned"), pool=6),
+    # Versioned rules with agents that declare paths and keep them (PromisingPolicy).
+    "the_ville_paths": dict(make=lambda: me.make("the_ville", agents=25, max_steps=300, rules="versioned"),
+                            pool=16, policy=PromisingPolicy),
+    "grid_r2_v2_paths": dict(make=lambda: me.make("grid", agents=30, radius_p=2, max_vel=2, max_steps=200,
+                                                  width=40, height=40, rules="versioned"), pool=6,
+                             policy=PromisingPolicy),
 }
 
 
@@ -67,7 +73,8 @@ def world_env(world: str) -> me.AsyncParallelEnv:
 
 def policy(world: str, seed: int) -> ReactivePolicy:
     env = world_env(world)
-    return ReactivePolicy(env, seed, destination_pool(env.world, WORLDS[world]["pool"]))
+    kind = WORLDS[world].get("policy", ReactivePolicy)
+    return kind(env, seed, destination_pool(env.world, WORLDS[world]["pool"]))
 
 
 @lru_cache(maxsize=None)
@@ -141,6 +148,42 @@ def test_versioned_rules_equal_sync_with_other_radius_and_speed(seed, schedule):
 @given(seed=st.sampled_from(SEEDS), schedule=interleavings())
 def test_versioned_rules_equal_sync_with_the_live_policy(seed, schedule):
     check_ooo_equals_sync("the_ville_versioned", seed, schedule, live=True)
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.sampled_from(SEEDS), schedule=interleavings())
+def test_declared_paths_keep_equivalence_on_the_ville(seed, schedule):
+    check_ooo_equals_sync("the_ville_paths", seed, schedule)
+
+
+@settings(max_examples=10, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.sampled_from(SEEDS[:2]), schedule=interleavings())
+def test_declared_paths_keep_equivalence_with_other_radius_and_speed(seed, schedule):
+    check_ooo_equals_sync("grid_r2_v2_paths", seed, schedule)
+
+
+@settings(max_examples=3, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.sampled_from(SEEDS), schedule=interleavings())
+def test_declared_paths_keep_equivalence_with_the_live_policy(seed, schedule):
+    check_ooo_equals_sync("the_ville_paths", seed, schedule, live=True)
+
+
+def test_declared_paths_are_used_and_release_agents():
+    """The premise of the path tests: agents do declare paths, and the paths let agents run
+    that the distance alone would hold back."""
+    expected = sync_trajectories("the_ville_paths", 0)
+    declared = sum(1 for acts in expected.actions.values() for a in acts if isinstance(a, dict) and "path" in a)
+    assert declared > 200
+    env = world_env("the_ville_paths")
+    schedule = Interleaving(seed=3, share=0.6, order="leaders", max_clusters=8)
+    run_async(env, 0, ReplayPolicy(expected), schedule, check=assert_env_matches, expected=expected)
+    with_paths = env.stats.tracker_per_step
+    # The same actions without the declarations: the same run, more waiting.
+    bare = Trajectories(expected.positions, expected.observations,
+                        {a: [{k: v for k, v in act.items() if k != "path"} for act in acts]
+                         for a, acts in expected.actions.items()})
+    run_async(env, 0, ReplayPolicy(bare), schedule, check=assert_env_matches, expected=expected)
+    assert with_paths < env.stats.tracker_per_step
 
 
 def test_sync_baseline_is_reproducible_and_interactive():

@@ -141,6 +141,31 @@ def test_far_laggard_blocks_exactly_at_bound(radius_p, max_vel, gap):
     assert_tracker_matches(tr2, radius_p, max_vel)
 
 
+def test_checks_catch_a_declared_path_trusted_one_step_too_far(monkeypatch):
+    """A tracker that lets a laggard's declared path count for one step more than it covers
+    breaks equivalence with sync (the path tests are not vacuous)."""
+    from metropolis_env.tracker import DependencyTracker as T
+
+    honest = T.reach
+
+    def trusting(self, j, step):
+        tile, free = honest(self, j, step)
+        return tile, max(0, free - 1)
+    monkeypatch.setattr(T, "reach", trusting)
+    from policies import PromisingPolicy
+    failures = 0
+    for seed in range(6):
+        env = me.make("grid", agents=12, max_steps=30, width=14, height=14, seed=seed, rules="versioned")
+        schedule = Interleaving(seed=seed, share=0.5, order="leaders", max_clusters=2)
+        try:
+            expected = run_sync(env, seed, PromisingPolicy(env, seed))
+            got = run_async(env, seed, PromisingPolicy(env, seed), schedule)
+            assert got.observations == expected.observations
+        except AssertionError:
+            failures += 1
+    assert failures > 0
+
+
 @pytest.mark.parametrize("rule_set,rule,loosened", [
     ("paper", "blocks", lambda h, gap, v: gap >= 1 and h <= gap * v),  # one step of hazard too few
     ("paper", "coupled", lambda h, v: h < v),                           # one tile too few

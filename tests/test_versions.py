@@ -62,3 +62,78 @@ def test_bad_action_changes_nothing_in_a_versioned_env():
     with pytest.raises(me.errors.AgentNotReadyError):
         env.step({"A": 4})
     assert env.snapshot() == before
+
+
+# -- declared paths ---------------------------------------------------------------------------
+
+def path_env(rules: str = "versioned", b=(12, 5)):
+    """A on (5, 5), B on `b` of an open 30 x 12 grid (radius 4, max_vel 1); max_steps 20."""
+    env = me.make("grid", agents={"A": (5, 5), "B": b}, width=30, height=12, max_steps=20, rules=rules)
+    env.reset(seed=0)
+    return env
+
+
+STAY, EAST, WEST = 4, 5, 3  # move_offsets(1): row-major 3 x 3, (0, 0) in the middle
+
+
+@pytest.mark.parametrize("action,match", [
+    ({"move": STAY, "path": 5}, "non-empty list"),
+    ({"move": STAY, "path": "55"}, "non-empty list"),
+    ({"move": STAY, "path": []}, "non-empty list"),
+    ({"move": STAY, "path": [(5, 5), (5.5, 5)]}, r"path\[1\] must be an \(x, y\) pair of ints"),
+    ({"move": STAY, "path": [(5, 5), (True, 5)]}, r"path\[1\] must be an \(x, y\) pair"),
+    ({"move": STAY, "path": [(6, 5)]}, r"path\[0\] must be the tile this move lands on, \(5, 5\)"),
+    ({"move": STAY, "path": [(5, 5), (7, 5)]}, "more than max_vel=1"),
+    ({"move": STAY, "path": [(5, 5), (-1, 5)]}, "blocked or off the map"),
+    ({"move": STAY, "path": [(5, 5)] * 21}, "only 20 steps left"),
+])
+def test_bad_paths_are_rejected_and_change_nothing(action, match):
+    env = path_env()
+    before = env.snapshot()
+    with pytest.raises(me.errors.InvalidActionError, match=match):
+        env.step({"A": action})
+    assert env.snapshot() == before
+
+
+def test_paths_need_the_versioned_rules():
+    env = path_env("paper")
+    before = env.snapshot()
+    with pytest.raises(me.errors.InvalidActionError, match="rules='versioned'"):
+        env.step({"A": {"move": STAY, "path": [(5, 5)]}})
+    assert env.snapshot() == before
+
+
+def test_a_declared_path_is_a_promise_the_env_enforces():
+    env = path_env(b=(28, 11))  # B far away: nothing holds A back
+    env.step({"A": {"move": EAST, "path": [(6, 5), (7, 5), (7, 5)]}})
+    assert env.agent_step("A") == 1 and "A" in env.ready_agents()
+    before = env.snapshot()
+    with pytest.raises(me.errors.InvalidActionError, match=r"puts it on \(7, 5\) at step 2.*lands on \(6, 5\)"):
+        env.step({"A": STAY})
+    with pytest.raises(me.errors.InvalidActionError, match="may only extend it"):
+        env.step({"A": {"move": EAST, "path": [(7, 5), (8, 5)]}})
+    assert env.snapshot() == before
+    # Extending agrees with the promise; a shorter restatement keeps the rest of it.
+    env.step({"A": {"move": EAST, "path": [(7, 5)]}})
+    assert env._tracker.path_tile(0, 3) == (7, 5)
+    with pytest.raises(me.errors.InvalidActionError, match="at step 3"):
+        env.step({"A": WEST})
+    env.step({"A": {"move": STAY, "path": [(7, 5), (8, 5)]}})
+    assert env.positions["A"] == (7, 5) and env._tracker.path_tile(0, 4) == (8, 5)
+
+
+def test_a_path_releases_an_agent_the_distance_alone_would_hold_back():
+    """B, far ahead, waits for A only while A could walk into its view; A promising to stay
+    put releases B at once, and B is held again when the promise runs out."""
+    env = path_env()
+    for _ in range(3):
+        env.step({"B": STAY})  # B 7 tiles from A: h = 3 moves; at 3 steps ahead it must wait
+    assert not env.is_ready("B") and [b["agent"] for b in env.blocked_by("B")] == ["A"]
+    out = env.step({"A": {"move": STAY, "path": [(5, 5)] * 6}})[0]
+    assert "B" in out and env.is_ready("B")  # A at step 1 of 6 promised steps on (5, 5)
+    for _ in range(6):
+        env.step({"B": STAY})
+    # The promise covers A's steps up to 6; from there A has free moves toward B's step: at
+    # step 9, three of them, enough to close the 3 moves between them.
+    assert env.agent_step("B") == 9 and env.agent_step("A") == 1
+    assert not env.is_ready("B")
