@@ -138,3 +138,64 @@ def test_bench_results_do_not_depend_on_the_observation_mode(trace, mode, monkey
         d.pop("controller_us_per_agent_step")
     assert a == b
     assert fast.timeline == slow.timeline
+
+
+def _comparable(result):
+    out = {}
+    for mode, m in result.runs.items():
+        d = m.to_dict()
+        d.pop("wall_time_s")
+        d.pop("controller_us_per_agent_step")
+        out[mode] = (d, m.timeline, m.calls)
+    return out
+
+
+def test_modes_in_worker_processes_give_the_sequential_results(trace):
+    from metropolis_env.bench.runner import run_bench
+
+    cfg = dict(agents=25, window="busy", steps=30, progress=False, lower_bounds=False, record_calls=True,
+               modes=("sync", "async", "oracle"))
+    seq = run_bench(BenchConfig(jobs=1, **cfg), trace=trace)
+    par = run_bench(BenchConfig(jobs=2, **cfg), trace=trace)
+    assert seq.jobs == 1 and par.jobs == 2
+    assert list(par.runs) == ["sync", "async", "oracle"]
+    assert _comparable(par) == _comparable(seq)
+
+
+def test_worker_count():
+    assert BenchConfig(modes=("sync",), jobs=4).worker_count() == 1
+    assert BenchConfig(modes=("sync", "async"), jobs=4).worker_count() == 2
+    assert BenchConfig(modes=("sync", "async", "oracle"), jobs=1).worker_count() == 1
+    assert 1 <= BenchConfig(modes=("sync", "async")).worker_count() <= 2
+    # real servers: modes one after another, whatever the default
+    assert BenchConfig(modes=("sync", "async"), backend="openai", base_urls=("http://x",)).worker_count() == 1
+    with pytest.raises(ConfigError, match="only the simulated backend"):
+        BenchConfig(modes=("sync", "async"), backend="openai", base_urls=("http://x",), jobs=2).validate()
+    with pytest.raises(ConfigError, match="jobs must be >= 1"):
+        BenchConfig(jobs=0).validate()
+
+
+def test_a_failing_mode_in_a_worker_is_a_clear_error(trace):
+    from metropolis_env.bench.runner import run_bench
+
+    pos = trace.positions.copy()
+    pos[2, 4:] += np.array([3, 0], dtype=pos.dtype)
+    jumpy = dataclasses.replace(trace, positions=pos)
+    cfg = BenchConfig(agents=25, window="busy", steps=30, progress=False, lower_bounds=False,
+                      modes=("sync", "async"), jobs=2)
+    with pytest.raises(MetropolisError, match="AgentStepError: .*not replayable"):
+        run_bench(cfg, trace=jumpy)
+
+
+def test_cli_jobs_flag(tmp_path, capsys):
+    import json
+
+    from metropolis_env.cli import main
+
+    out = tmp_path / "r.json"
+    assert main(["bench", "--steps", "5", "--modes", "sync,async", "--jobs", "2", "--no-progress",
+                 "--no-bounds", "--json", str(out)]) == 0
+    assert "mode workers run side by side" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["jobs"] == 2 and data["config"]["jobs"] == 2
+    assert main(["bench", "--jobs", "0", "--no-progress"]) == 2
