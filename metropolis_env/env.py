@@ -436,6 +436,11 @@ class AsyncParallelEnv:
 
     def _parse_action(self, i: int, action: Any) -> tuple[int, str | None, str]:
         """(move index, new activity or None to keep, utterance) of a valid action."""
+        if type(action) is dict and len(action) == 1:
+            # the common {"move": int} in range, checked without building an error context
+            move = action.get("move")
+            if type(move) is int and 0 <= move < len(self._offsets):
+                return move, None, ""
         name, step = self.possible_agents[i], self._tracker.step[i]
         where = f"action of agent {name!r} at step {step}"
         activity: str | None = None

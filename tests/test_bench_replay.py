@@ -199,3 +199,19 @@ def test_cli_jobs_flag(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["jobs"] == 2 and data["config"]["jobs"] == 2
     assert main(["bench", "--jobs", "0", "--no-progress"]) == 2
+
+
+def test_move_only_actions_are_checked_as_before():
+    from metropolis_env import make
+    from metropolis_env.errors import InvalidActionError
+
+    env = make(agents=2, seed=0)
+    env.reset(seed=0)
+    a = env.ready_agents()[0]
+    for bad in ({"move": True}, {"move": 9}, {"move": -1}, {"move": 2.0}, {"mvoe": 1}):
+        with pytest.raises(InvalidActionError):
+            env.step({a: bad})
+    assert env.agent_step(a) == 0
+    before = env.positions[a]
+    env.step({a: {"move": np.int64(4)}})  # numpy ints still count (4 stays)
+    assert env.positions[a] == before

@@ -270,6 +270,7 @@ class SimulatedBackend(Backend):
     def __init__(self, config: ServerConfig):
         self.config = config
         self._replicas = [_Replica(i) for i in range(config.replicas)]
+        self._endpoints = [f"sim-replica-{i}" for i in range(config.replicas)]
         self._seq = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._first_arrival: float | None = None
@@ -308,7 +309,7 @@ class SimulatedBackend(Backend):
             job.cancelled = True
             raise
         return LLMResponse(_filler_text(n_out), n_in, n_out, start=job.arrival, end=job.end,
-                           endpoint=f"sim-replica-{rep.index}")
+                           endpoint=self._endpoints[rep.index])
 
     def stats(self) -> dict[str, Any]:
         """Metrics of everything served so far.
