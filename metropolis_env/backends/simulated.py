@@ -143,6 +143,11 @@ class ServerConfig:
         after it and attends to as many positions. Equals the sum of `iteration_time` over them."""
         if iterations <= 0:
             return 0.0
+        return self.decode_time(self.decode_lines(n, context), iterations)
+
+    def decode_lines(self, n: int, context: int) -> tuple[float, float, float, float]:
+        """(a, b, c, d): iteration i of a decode segment of `n` requests over `context` entries
+        takes overhead + max(a + b*i, c + d*i) seconds (memory and compute time)."""
         m = self.model
         kv = self.model.kv_bytes_per_token
         per_pos = 4.0 * m.layers * m.attn_dim
@@ -151,6 +156,14 @@ class ServerConfig:
         b = kv * n / self.mem_bw
         c = (2.0 * self.active_params() * n + per_pos * first) / self.flops
         d = per_pos * n / self.flops
+        return a, b, c, d
+
+    def decode_time(self, lines: tuple[float, float, float, float], iterations: int) -> float:
+        """`decode_segment_time` from its `decode_lines` (a search over `iterations` computes
+        them once)."""
+        if iterations <= 0:
+            return 0.0
+        a, b, c, d = lines
         return iterations * self.iteration_overhead_s + _sum_max_linear(a, b, c, d, iterations)
 
 
@@ -365,17 +378,18 @@ class SimulatedBackend(Backend):
         cfg = self.config
         n, ctx, start = len(rep.decoding), rep.context_sum, rep.seg_start
         elapsed = loop.time() - start
+        lines = cfg.decode_lines(n, ctx)
         lo, hi = 1, rep.seg_iters
         while lo < hi:  # smallest j with duration(j) >= elapsed
             mid = (lo + hi) // 2
-            if cfg.decode_segment_time(n, ctx, mid) >= elapsed:
+            if cfg.decode_time(lines, mid) >= elapsed:
                 hi = mid
             else:
                 lo = mid + 1
         if lo < rep.seg_iters:
             rep.timer.cancel()
             rep.seg_iters = lo
-            rep.timer = loop.call_at(start + cfg.decode_segment_time(n, ctx, lo), self._boundary, rep)
+            rep.timer = loop.call_at(start + cfg.decode_time(lines, lo), self._boundary, rep)
 
     def _can_admit(self, rep: _Replica) -> bool:
         self._drop_cancelled(rep)
