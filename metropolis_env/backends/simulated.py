@@ -33,7 +33,6 @@ import functools
 import heapq
 import itertools
 import math
-import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -253,8 +252,18 @@ class _Replica:
     tokens_in: int = 0
     tokens_out: int = 0
     completed: int = 0
-    #: `outstanding`, kept as a counter: routing reads it for every replica on every request.
-    n_outstanding: int = 0
+    #: `n_outstanding` of every replica of the server, by index (see below); one list per server.
+    loads: list = field(default_factory=lambda: [0], repr=False)
+
+    @property
+    def n_outstanding(self) -> int:
+        """`outstanding`, kept as a counter in the server's `loads` list: routing reads it for
+        every replica on every request, with C-level min() and index() over the list."""
+        return self.loads[self.index]
+
+    @n_outstanding.setter
+    def n_outstanding(self, value: int) -> None:
+        self.loads[self.index] = value
 
     @property
     def outstanding(self) -> int:
@@ -265,7 +274,6 @@ class _Replica:
         return len(self.prefilling) + len(self.decoding)
 
 
-_LOAD = operator.attrgetter("n_outstanding", "index")
 
 
 class SimulatedBackend(Backend):
@@ -282,7 +290,8 @@ class SimulatedBackend(Backend):
 
     def __init__(self, config: ServerConfig):
         self.config = config
-        self._replicas = [_Replica(i) for i in range(config.replicas)]
+        self._loads = [0] * config.replicas  # outstanding requests per replica
+        self._replicas = [_Replica(i, loads=self._loads) for i in range(config.replicas)]
         self._endpoints = [f"sim-replica-{i}" for i in range(config.replicas)]
         self._seq = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -309,9 +318,13 @@ class SimulatedBackend(Backend):
         if self._first_arrival is None:
             self._first_arrival = now
         reps = self._replicas
-        # least outstanding, lowest index on ties; a C-level key over a counter, since with 64
-        # replicas this runs 64 times per request
-        rep = reps[0] if len(reps) == 1 else min(reps, key=_LOAD)
+        # least outstanding, lowest index on ties: C-level passes over the counters, since with 64
+        # replicas this compares 64 of them per request
+        if len(reps) == 1:
+            rep = reps[0]
+        else:
+            loads = self._loads
+            rep = reps[loads.index(min(loads))]
         key = (request.effective_priority, job.seq) if self.config.policy == "priority" else (job.seq,)
         heapq.heappush(rep.waiting, (key, job))
         rep.n_outstanding += 1
