@@ -215,3 +215,20 @@ def test_move_only_actions_are_checked_as_before():
     before = env.positions[a]
     env.step({a: {"move": np.int64(4)}})  # numpy ints still count (4 stays)
     assert env.positions[a] == before
+
+
+def test_bench_runs_restore_the_garbage_collector(trace):
+    import gc
+
+    cfg = BenchConfig(agents=25, window="busy", steps=5, progress=False, lower_bounds=False)
+    before = gc.get_threshold()
+    assert gc.get_freeze_count() == 0
+    run_mode(trace, cfg, "async")
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    gc.freeze()  # a caller's frozen objects stay frozen
+    try:
+        frozen = gc.get_freeze_count()
+        run_mode(trace, cfg, "sync")
+        assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
