@@ -44,6 +44,10 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None,
                    help="Ray cluster to join with --executor ray (e.g. auto, ray://head:10001); default: a local Ray")
     p.add_argument("--actors", type=int, default=4, help="Ray actors hosting the agents (--executor ray)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="worker processes running the modes side by side (simulated backend; the results "
+                        "are those of a sequential run); default: one per mode up to the usable CPUs; 1: "
+                        "all modes in this process, one after another")
     p.add_argument("--json", dest="json_path", default=None, help="write results as JSON here")
     p.add_argument("--plot", dest="plot_dir", default=None, help="write figures (PNG) into this folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -70,7 +74,7 @@ def _config(a: argparse.Namespace):
                        api_model=a.api_model, server=a.server, timeout_s=a.timeout, steps=a.steps, trace_path=a.trace,
                        executor=a.executor, ray_address=a.address, ray_actors=a.actors,
                        progress=not a.no_progress, lower_bounds=not a.no_bounds and a.agents <= 1000,
-                       record_calls=a.plot_dir is not None and a.agents <= 100)
+                       record_calls=a.plot_dir is not None and a.agents <= 100, jobs=a.jobs)
 
 
 def cmd_bench(a: argparse.Namespace) -> int:

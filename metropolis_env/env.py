@@ -67,9 +67,26 @@ class AsyncParallelEnv:
     agents that *became ready* through the call (each with its final observation for its next
     step). Agents keep their own step counter (`agent_step`, `steps`); an agent is truncated
     when it reaches `max_steps`.
+
+    `observation_mode` (default "full"): what `reset`/`step` return as each agent's observation.
+    "full" is the observation dict of the observation space. "position" returns only the agent's
+    (x, y) tile as a tuple: an opt-in for agents that read nothing else (trace replay), which
+    saves building the dicts on large runs. `observe(agent)` and the infos are the same in both.
     """
 
     metadata = {"render_modes": ["ansi"], "name": "metropolis_v0", "is_parallelizable": True}
+    OBSERVATION_MODES = ("full", "position")
+    _observation_mode = "full"
+
+    @property
+    def observation_mode(self) -> str:
+        return self._observation_mode
+
+    @observation_mode.setter
+    def observation_mode(self, mode: str) -> None:
+        if mode not in self.OBSERVATION_MODES:
+            raise ConfigError(f"observation_mode must be one of {self.OBSERVATION_MODES}, got {mode!r}")
+        self._observation_mode = mode
 
     def __init__(self, world: TileMap, agents: Sequence[str], start_tiles: Sequence[Tile] | None = None,
                  *, radius_p: int = 4, max_vel: int = 1, max_steps: int = 8640,
@@ -439,6 +456,11 @@ class AsyncParallelEnv:
 
     def _parse_action(self, i: int, action: Any) -> tuple[int, str | None, str]:
         """(move index, new activity or None to keep, utterance) of a valid action."""
+        if type(action) is dict and len(action) == 1:
+            # the common {"move": int} in range, checked without building an error context
+            move = action.get("move")
+            if type(move) is int and 0 <= move < len(self._offsets):
+                return move, None, ""
         name, step = self.possible_agents[i], self._tracker.step[i]
         where = f"action of agent {name!r} at step {step}"
         activity: str | None = None
@@ -653,6 +675,14 @@ class AsyncParallelEnv:
         """Observations and infos of agents that just became ready."""
         names = self.possible_agents
         obs, infos = {}, {}
+        if self._observation_mode == "position":
+            pos = self._tracker.pos
+            for i in agents:
+                perceived = self._perceived(i)
+                self._n_perceived[i] = len(perceived)
+                obs[names[i]] = pos[i]
+                infos[names[i]] = self._info(i, perceived)
+            return obs, infos
         for i in agents:
             perceived = self._perceived(i)
             self._n_perceived[i] = len(perceived)

@@ -343,6 +343,7 @@ def test_routing_counter_tracks_outstanding_requests_through_cancellations():
             loop.call_later(0.05 * i, tasks[i].cancel)
         for _ in range(40):
             seen.append([(r.n_outstanding, r.outstanding) for r in backend._replicas])
+            assert backend._loads == [r.outstanding for r in backend._replicas]  # what routing reads
             await asyncio.sleep(0.25)
         await asyncio.gather(*tasks, return_exceptions=True)
         seen.append([(r.n_outstanding, r.outstanding) for r in backend._replicas])

@@ -33,7 +33,6 @@ import functools
 import heapq
 import itertools
 import math
-import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +142,11 @@ class ServerConfig:
         after it and attends to as many positions. Equals the sum of `iteration_time` over them."""
         if iterations <= 0:
             return 0.0
+        return self.decode_time(self.decode_lines(n, context), iterations)
+
+    def decode_lines(self, n: int, context: int) -> tuple[float, float, float, float]:
+        """(a, b, c, d): iteration i of a decode segment of `n` requests over `context` entries
+        takes overhead + max(a + b*i, c + d*i) seconds (memory and compute time)."""
         m = self.model
         kv = self.model.kv_bytes_per_token
         per_pos = 4.0 * m.layers * m.attn_dim
@@ -151,6 +155,14 @@ class ServerConfig:
         b = kv * n / self.mem_bw
         c = (2.0 * self.active_params() * n + per_pos * first) / self.flops
         d = per_pos * n / self.flops
+        return a, b, c, d
+
+    def decode_time(self, lines: tuple[float, float, float, float], iterations: int) -> float:
+        """`decode_segment_time` from its `decode_lines` (a search over `iterations` computes
+        them once)."""
+        if iterations <= 0:
+            return 0.0
+        a, b, c, d = lines
         return iterations * self.iteration_overhead_s + _sum_max_linear(a, b, c, d, iterations)
 
 
@@ -240,8 +252,18 @@ class _Replica:
     tokens_in: int = 0
     tokens_out: int = 0
     completed: int = 0
-    #: `outstanding`, kept as a counter: routing reads it for every replica on every request.
-    n_outstanding: int = 0
+    #: `n_outstanding` of every replica of the server, by index (see below); one list per server.
+    loads: list = field(default_factory=lambda: [0], repr=False)
+
+    @property
+    def n_outstanding(self) -> int:
+        """`outstanding`, kept as a counter in the server's `loads` list: routing reads it for
+        every replica on every request, with C-level min() and index() over the list."""
+        return self.loads[self.index]
+
+    @n_outstanding.setter
+    def n_outstanding(self, value: int) -> None:
+        self.loads[self.index] = value
 
     @property
     def outstanding(self) -> int:
@@ -252,7 +274,6 @@ class _Replica:
         return len(self.prefilling) + len(self.decoding)
 
 
-_LOAD = operator.attrgetter("n_outstanding", "index")
 
 
 class SimulatedBackend(Backend):
@@ -269,7 +290,9 @@ class SimulatedBackend(Backend):
 
     def __init__(self, config: ServerConfig):
         self.config = config
-        self._replicas = [_Replica(i) for i in range(config.replicas)]
+        self._loads = [0] * config.replicas  # outstanding requests per replica
+        self._replicas = [_Replica(i, loads=self._loads) for i in range(config.replicas)]
+        self._endpoints = [f"sim-replica-{i}" for i in range(config.replicas)]
         self._seq = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._first_arrival: float | None = None
@@ -295,9 +318,13 @@ class SimulatedBackend(Backend):
         if self._first_arrival is None:
             self._first_arrival = now
         reps = self._replicas
-        # least outstanding, lowest index on ties; a C-level key over a counter, since with 64
-        # replicas this runs 64 times per request
-        rep = reps[0] if len(reps) == 1 else min(reps, key=_LOAD)
+        # least outstanding, lowest index on ties: C-level passes over the counters, since with 64
+        # replicas this compares 64 of them per request
+        if len(reps) == 1:
+            rep = reps[0]
+        else:
+            loads = self._loads
+            rep = reps[loads.index(min(loads))]
         key = (request.effective_priority, job.seq) if self.config.policy == "priority" else (job.seq,)
         heapq.heappush(rep.waiting, (key, job))
         rep.n_outstanding += 1
@@ -308,7 +335,7 @@ class SimulatedBackend(Backend):
             job.cancelled = True
             raise
         return LLMResponse(_filler_text(n_out), n_in, n_out, start=job.arrival, end=job.end,
-                           endpoint=f"sim-replica-{rep.index}")
+                           endpoint=self._endpoints[rep.index])
 
     def stats(self) -> dict[str, Any]:
         """Metrics of everything served so far.
@@ -364,17 +391,18 @@ class SimulatedBackend(Backend):
         cfg = self.config
         n, ctx, start = len(rep.decoding), rep.context_sum, rep.seg_start
         elapsed = loop.time() - start
+        lines = cfg.decode_lines(n, ctx)
         lo, hi = 1, rep.seg_iters
         while lo < hi:  # smallest j with duration(j) >= elapsed
             mid = (lo + hi) // 2
-            if cfg.decode_segment_time(n, ctx, mid) >= elapsed:
+            if cfg.decode_time(lines, mid) >= elapsed:
                 hi = mid
             else:
                 lo = mid + 1
         if lo < rep.seg_iters:
             rep.timer.cancel()
             rep.seg_iters = lo
-            rep.timer = loop.call_at(start + cfg.decode_segment_time(n, ctx, lo), self._boundary, rep)
+            rep.timer = loop.call_at(start + cfg.decode_time(lines, lo), self._boundary, rep)
 
     def _can_admit(self, rep: _Replica) -> bool:
         self._drop_cancelled(rep)

@@ -8,9 +8,10 @@ import sys
 from .runner import BenchResult
 
 
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far (MB)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak_memory_mb(who: int = resource.RUSAGE_SELF) -> float:
+    """Peak resident memory of this process so far (MB); with RUSAGE_CHILDREN, of its largest
+    finished child process (the bench's mode workers)."""
+    rss = resource.getrusage(who).ru_maxrss
     return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
 
 
@@ -45,5 +46,9 @@ def table(result: BenchResult) -> str:
             lines.append(f"async is {result.runs['async'].completion_time_s / best:.2f}x the larger bound")
     ctrl = ", ".join(f"{mode} {m.controller_us_per_agent_step:.1f}" for mode, m in result.runs.items())
     lines.append(f"controller overhead (us per agent-step): {ctrl}")
-    lines.append(f"benchmark wall time {result.wall_s:.1f} s, peak memory {peak_memory_mb():.0f} MB")
+    memory = f"peak memory {peak_memory_mb():.0f} MB"
+    if result.jobs > 1:
+        memory += (f" in this process, {peak_memory_mb(resource.RUSAGE_CHILDREN):.0f} MB in the largest of "
+                   f"{result.jobs} mode workers run side by side")
+    lines.append(f"benchmark wall time {result.wall_s:.1f} s, {memory}")
     return "\n".join(lines)

@@ -50,7 +50,8 @@ class Controller:
     dependencies: for `oracle`, a callable (agent_index, step) -> indices of the agents whose
     state at time `step` that agent step reads (itself excluded).
     models: optional {agent: model name} passed on with every LLM call.
-    progress: show a tqdm progress bar over agent-steps.
+    progress: show a tqdm progress bar over agent-steps; progress_position: its terminal line
+    (tqdm's `position`), for runs that show their bars side by side (bench --jobs).
     on_commit: optional callback(agent, step, action) after each committed agent-step.
     executor: where agent-steps run; None runs them in this event loop on `backend`. An executor
     (e.g. `RayExecutor`) runs them elsewhere on backends it builds itself: pass backend=None. The
@@ -64,7 +65,7 @@ class Controller:
                  models: Mapping[str, str] | None = None, progress: bool = False,
                  record_calls: bool = False, on_commit: Callable[[str, int, Any], None] | None = None,
                  checkpoint: "Checkpointer | None" = None, resume_state: dict | None = None,
-                 executor: "Executor | None" = None):
+                 executor: "Executor | None" = None, progress_position: int | None = None):
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}; choose one of {MODES}")
         missing = [a for a in env.possible_agents if a not in agents]
@@ -90,6 +91,7 @@ class Controller:
         self.dependencies = dependencies
         self.models = dict(models or {})
         self.progress = progress
+        self.progress_position = progress_position
         self.record_calls = record_calls
         self.on_commit = on_commit
         self.checkpoint = checkpoint
@@ -117,7 +119,7 @@ class Controller:
         else:
             self.committed = {a: 0 for a in self.env.possible_agents}
         total = len(self.env.possible_agents) * self.env.max_steps - sum(self.committed.values())
-        self._bar = _progress_bar(total, self.mode) if self.progress else None
+        self._bar = _progress_bar(total, self.mode, self.progress_position) if self.progress else None
         wall0 = time.perf_counter()
         true_deps = None
         try:
@@ -408,10 +410,10 @@ async def _cancel(tasks) -> None:
         await asyncio.gather(*pending, return_exceptions=True)
 
 
-def _progress_bar(total: int, mode: str):
+def _progress_bar(total: int, mode: str, position: int | None = None):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=mode, unit="agent-step", leave=False, mininterval=0.5)
+    return tqdm(total=total, desc=mode, unit="agent-step", leave=False, mininterval=0.5, position=position)
 
 
 def run(env: AsyncParallelEnv, agents: Mapping[str, Agent], backend: Backend, mode: str = "async",
