@@ -31,6 +31,9 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rules", default="paper", choices=("paper", "versioned"),
                    help="dependency rules: paper (current state only, coupled clusters) | versioned "
                         "(per-step state versions: no coupling, shorter blocking)")
+    p.add_argument("--lookahead", action="store_true",
+                   help="with --rules versioned: trace agents declare the tiles they know in advance "
+                        "(asleep, in a conversation) as paths (docs/RULES.md)")
     p.add_argument("--max-clusters", type=int, default=None, help="cap on clusters in flight")
     p.add_argument("--base-url", action="append", default=[], help="OpenAI-compatible server (repeatable)")
     p.add_argument("--api-model", default=None, help="model name on the real server")
@@ -70,7 +73,7 @@ def _config(a: argparse.Namespace):
     return BenchConfig(workload=a.workload, agents=a.agents, window=a.window, seed=a.seed,
                        modes=a.modes or default_modes(a.agents),
                        backend=a.backend, gpu=a.gpu, model=a.model, gpus=a.gpus, policy=a.policy,
-                       bound=a.bound, rules=a.rules, max_clusters=a.max_clusters, base_urls=tuple(a.base_url),
+                       bound=a.bound, rules=a.rules, lookahead=a.lookahead, max_clusters=a.max_clusters, base_urls=tuple(a.base_url),
                        api_model=a.api_model, server=a.server, timeout_s=a.timeout, steps=a.steps, trace_path=a.trace,
                        executor=a.executor, ray_address=a.address, ray_actors=a.actors,
                        progress=not a.no_progress, lower_bounds=not a.no_bounds and a.agents <= 1000,

@@ -63,6 +63,16 @@ class ReplayTable:
         self.call_offsets = memoryview(np.ascontiguousarray(trace.call_offsets, dtype=np.int64))
         self.input_tokens = memoryview(np.ascontiguousarray(trace.input_tokens, dtype=np.int32))
         self.output_tokens = memoryview(np.ascontiguousarray(trace.output_tokens, dtype=np.int32))
+        self._trace = weakref.ref(trace)
+        self._promise_end: list[memoryview] | None = None
+
+    def promise_end(self) -> list[memoryview]:
+        """Per agent, `workloads.promises.promise_ends` of the trace (computed on first use)."""
+        if self._promise_end is None:
+            from ..workloads.promises import promise_ends
+
+            self._promise_end = _rows(promise_ends(self._trace()), np.int32)
+        return self._promise_end
 
 
 _PACK = 1 << 16  # tiles are int16 (0..32767): x * _PACK + y fits an int32
@@ -94,7 +104,7 @@ class TraceAgent:
     """
 
     def __init__(self, trace, index: int, max_vel: int = 1, prompt: PromptFn | None = None,
-                 check_position: bool = True, generation_config: bool = False):
+                 check_position: bool = True, generation_config: bool = False, lookahead: bool = False):
         self.trace = trace
         self.index = index
         self.name = trace.agents[index]
@@ -102,6 +112,7 @@ class TraceAgent:
         self.check_position = check_position
         self.generation_config = generation_config
         self.max_vel = max_vel
+        self.lookahead = lookahead
         self._bind_table()
 
     def _bind_table(self) -> None:
@@ -110,6 +121,7 @@ class TraceAgent:
         self._moves = table.moves[self.index]
         self._n_calls = table.n_calls[self.index]
         self._table = table
+        self._promise_end = table.promise_end()[self.index] if self.lookahead else None
 
     def state_dict(self) -> None:
         # act() never changes a trace agent: workers that host it (RayExecutor) snapshot nothing,
@@ -122,7 +134,7 @@ class TraceAgent:
     def __getstate__(self) -> dict:
         # memoryviews do not pickle (checkpoints, Ray workers): rebuild them from the trace.
         d = dict(self.__dict__)
-        for k in ("_packed", "_moves", "_n_calls", "_table"):
+        for k in ("_packed", "_moves", "_n_calls", "_table", "_promise_end"):
             del d[k]
         return d
 
@@ -163,6 +175,11 @@ class TraceAgent:
         if move < 0:
             raise MetropolisError(f"trace moves {self.name!r} from {self._tile(t)} to {self._tile(t + 1)} at "
                                   f"step {t}: more than max_vel; the trace is not replayable")
+        if self._promise_end is not None and self._promise_end[t] > t:
+            # Asleep or in a conversation from here to step e: promise the tiles of steps t+1..e
+            # (workloads/promises.py says why a persona knows them).
+            e = self._promise_end[t]
+            return {"move": move, "path": [self._tile(u) for u in range(t + 1, e + 1)]}
         return {"move": move}
 
 
@@ -182,6 +199,7 @@ def trace_env(trace, *, radius_p: int | None = None, max_vel: int = 1, bound: An
 
 
 def trace_agents(trace, prompt: PromptFn | None = None, max_vel: int = 1,
-                 generation_config: bool = False) -> dict[str, TraceAgent]:
-    return {name: TraceAgent(trace, i, max_vel=max_vel, prompt=prompt, generation_config=generation_config)
+                 generation_config: bool = False, lookahead: bool = False) -> dict[str, TraceAgent]:
+    return {name: TraceAgent(trace, i, max_vel=max_vel, prompt=prompt, generation_config=generation_config,
+                             lookahead=lookahead)
             for i, name in enumerate(trace.agents)}

@@ -48,6 +48,7 @@ class BenchConfig:
     policy: str = "priority"
     bound: str = "box"
     rules: str = "paper"
+    lookahead: bool = False
     max_clusters: int | None = None
     base_urls: tuple[str, ...] = ()
     api_model: str | None = None
@@ -71,6 +72,9 @@ class BenchConfig:
             raise ConfigError(f"unknown modes {bad}; choose from {MODES}")
         if self.rules not in RULES:
             raise ConfigError(f"unknown rules {self.rules!r}; choose from {RULES}")
+        if self.lookahead and self.rules != "versioned":
+            raise ConfigError("--lookahead (declared paths) needs --rules versioned: the paper's rules "
+                              "cannot use a declared path")
         if self.window not in WINDOWS:
             raise ConfigError(f"unknown window {self.window!r}; choose from {WINDOWS}")
         if self.backend not in ("sim", "openai"):
@@ -200,7 +204,8 @@ def run_mode(trace, cfg: BenchConfig, mode: str, progress_position: int | None =
     env = trace_env(trace, bound=cfg.bound, rules=cfg.rules, seed=cfg.seed)
     prompt = word_prompt if cfg.backend == "openai" else None
     agents = trace_agents(trace, prompt=prompt,
-                          generation_config=cfg.backend == "openai" and cfg.server == "transformers")
+                          generation_config=cfg.backend == "openai" and cfg.server == "transformers",
+                          lookahead=cfg.lookahead)
     if cfg.executor == "ray":
         from functools import partial
 
