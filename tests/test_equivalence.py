@@ -113,59 +113,32 @@ def test_ooo_equals_sync_on_100_agents_in_four_villes(seed, schedule):
     check_ooo_equals_sync("villes", seed, schedule)
 
 
-@pytest.mark.parametrize("world", ["grid_r2_v2", "grid_r6_v1"])
+@pytest.mark.parametrize("world", ["grid_r2_v2", "grid_r6_v1", "grid_r2_v2_versioned", "grid_r2_v2_paths"])
 @settings(max_examples=12, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.sampled_from(SEEDS[:2]), schedule=interleavings())
 def test_ooo_equals_sync_with_other_radius_and_speed(world, seed, schedule):
     check_ooo_equals_sync(world, seed, schedule)
 
 
-@settings(max_examples=5, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.parametrize("world", ["the_ville", "the_ville_versioned", "the_ville_paths"])
+@settings(max_examples=4, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.sampled_from(SEEDS), schedule=interleavings())
-def test_ooo_equals_sync_with_the_live_policy(seed, schedule):
-    check_ooo_equals_sync("the_ville", seed, schedule, live=True)
+def test_ooo_equals_sync_with_the_live_policy(world, seed, schedule):
+    check_ooo_equals_sync(world, seed, schedule, live=True)
 
 
+# The versioned rules, and the same with agents that declare paths and keep them.
+@pytest.mark.parametrize("world", ["the_ville_versioned", "the_ville_paths"])
 @settings(max_examples=30, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.sampled_from(SEEDS), schedule=interleavings())
-def test_versioned_rules_equal_sync_on_the_ville(seed, schedule):
-    check_ooo_equals_sync("the_ville_versioned", seed, schedule)
+def test_versioned_rules_equal_sync_on_the_ville(world, seed, schedule):
+    check_ooo_equals_sync(world, seed, schedule)
 
 
 @settings(max_examples=3, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.sampled_from(SEEDS[:2]), schedule=interleavings((1_000_000, 24, 8)))
 def test_versioned_rules_equal_sync_on_100_agents_in_four_villes(seed, schedule):
     check_ooo_equals_sync("villes_versioned", seed, schedule)
-
-
-@settings(max_examples=12, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.sampled_from(SEEDS[:2]), schedule=interleavings())
-def test_versioned_rules_equal_sync_with_other_radius_and_speed(seed, schedule):
-    check_ooo_equals_sync("grid_r2_v2_versioned", seed, schedule)
-
-
-@settings(max_examples=3, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.sampled_from(SEEDS), schedule=interleavings())
-def test_versioned_rules_equal_sync_with_the_live_policy(seed, schedule):
-    check_ooo_equals_sync("the_ville_versioned", seed, schedule, live=True)
-
-
-@settings(max_examples=30, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.sampled_from(SEEDS), schedule=interleavings())
-def test_declared_paths_keep_equivalence_on_the_ville(seed, schedule):
-    check_ooo_equals_sync("the_ville_paths", seed, schedule)
-
-
-@settings(max_examples=10, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.sampled_from(SEEDS[:2]), schedule=interleavings())
-def test_declared_paths_keep_equivalence_with_other_radius_and_speed(seed, schedule):
-    check_ooo_equals_sync("grid_r2_v2_paths", seed, schedule)
-
-
-@settings(max_examples=3, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.sampled_from(SEEDS), schedule=interleavings())
-def test_declared_paths_keep_equivalence_with_the_live_policy(seed, schedule):
-    check_ooo_equals_sync("the_ville_paths", seed, schedule, live=True)
 
 
 def test_declared_paths_are_used_and_release_agents():
