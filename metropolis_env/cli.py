@@ -31,9 +31,10 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rules", default="paper", choices=("paper", "versioned"),
                    help="dependency rules: paper (current state only, coupled clusters) | versioned "
                         "(per-step state versions: no coupling, shorter blocking)")
-    p.add_argument("--lookahead", action="store_true",
-                   help="with --rules versioned: trace agents declare the tiles they know in advance "
-                        "(asleep, in a conversation) as paths (docs/RULES.md)")
+    p.add_argument("--lookahead", nargs="?", const="persona", default="off", choices=("off", "persona", "clairvoyant"),
+                   help="with --rules versioned: trace agents declare tiles they know in advance as paths: "
+                        "persona (asleep, conversing, settled; the default of a bare --lookahead) or "
+                        "clairvoyant (the whole future: an upper bound) (docs/RULES.md)")
     p.add_argument("--max-clusters", type=int, default=None, help="cap on clusters in flight")
     p.add_argument("--base-url", action="append", default=[], help="OpenAI-compatible server (repeatable)")
     p.add_argument("--api-model", default=None, help="model name on the real server")

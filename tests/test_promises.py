@@ -83,12 +83,15 @@ def test_trace_agents_declare_their_promises_and_replay_faithfully():
     try:
         plain = run_mode(trace, cfg, "async")
         assert not declared
-        ahead = run_mode(trace, replace(cfg, lookahead=True), "async")
+        ahead = run_mode(trace, replace(cfg, lookahead="persona"), "async")
+        ends = promise_ends(trace)
+        assert len(declared) == int(((ends >= 0) & (ends > np.arange(trace.n_steps))).sum())
+        declared.clear()
+        seer = run_mode(trace, replace(cfg, lookahead="clairvoyant"), "async")
     finally:
         AsyncParallelEnv.step = step
-    ends = promise_ends(trace)
-    assert len(declared) == int(((ends >= 0) & (ends > np.arange(trace.n_steps))).sum())
-    assert ahead.llm_calls == plain.llm_calls
+    assert sorted(declared) == sorted(trace.agents)  # each its whole future, once
+    assert ahead.llm_calls == plain.llm_calls == seer.llm_calls
     assert ahead.deps_per_agent_step < plain.deps_per_agent_step
 
 
@@ -97,4 +100,6 @@ def test_lookahead_needs_the_versioned_rules():
     from metropolis_env.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--rules versioned"):
-        BenchConfig(lookahead=True).validate()
+        BenchConfig(lookahead="persona").validate()
+    with pytest.raises(ConfigError, match="unknown lookahead 'psychic'"):
+        BenchConfig(lookahead="psychic", rules="versioned").validate()

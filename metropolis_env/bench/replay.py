@@ -64,15 +64,15 @@ class ReplayTable:
         self.input_tokens = memoryview(np.ascontiguousarray(trace.input_tokens, dtype=np.int32))
         self.output_tokens = memoryview(np.ascontiguousarray(trace.output_tokens, dtype=np.int32))
         self._trace = weakref.ref(trace)
-        self._promise_end: list[memoryview] | None = None
+        self._promise_end: dict[str, list[memoryview]] = {}
 
-    def promise_end(self) -> list[memoryview]:
-        """Per agent, `workloads.promises.promise_ends` of the trace (computed on first use)."""
-        if self._promise_end is None:
-            from ..workloads.promises import promise_ends
+    def promise_end(self, lookahead: str) -> list[memoryview]:
+        """Per agent, `workloads.promises.lookahead_ends` of the trace (computed on first use)."""
+        if lookahead not in self._promise_end:
+            from ..workloads.promises import lookahead_ends
 
-            self._promise_end = _rows(promise_ends(self._trace()), np.int32)
-        return self._promise_end
+            self._promise_end[lookahead] = _rows(lookahead_ends(self._trace(), lookahead), np.int32)
+        return self._promise_end[lookahead]
 
 
 _PACK = 1 << 16  # tiles are int16 (0..32767): x * _PACK + y fits an int32
@@ -101,10 +101,13 @@ class TraceAgent:
     n_tokens -> prompt text for real servers. check_position: verify that the env put the agent
     where the trace says (proves the replay is faithful in env-driven modes); the observation
     may be the env's dict or, with the env's `observation_mode = "position"`, the (x, y) tile.
+    lookahead: "off", "persona" (declare the tiles the persona knows ahead as paths; needs an env
+    with rules="versioned") or "clairvoyant" (its whole future: an upper bound, see
+    workloads/promises.py).
     """
 
     def __init__(self, trace, index: int, max_vel: int = 1, prompt: PromptFn | None = None,
-                 check_position: bool = True, generation_config: bool = False, lookahead: bool = False):
+                 check_position: bool = True, generation_config: bool = False, lookahead: str = "off"):
         self.trace = trace
         self.index = index
         self.name = trace.agents[index]
@@ -121,7 +124,7 @@ class TraceAgent:
         self._moves = table.moves[self.index]
         self._n_calls = table.n_calls[self.index]
         self._table = table
-        self._promise_end = table.promise_end()[self.index] if self.lookahead else None
+        self._promise_end = table.promise_end(self.lookahead)[self.index] if self.lookahead != "off" else None
 
     def state_dict(self) -> None:
         # act() never changes a trace agent: workers that host it (RayExecutor) snapshot nothing,
@@ -176,8 +179,8 @@ class TraceAgent:
             raise MetropolisError(f"trace moves {self.name!r} from {self._tile(t)} to {self._tile(t + 1)} at "
                                   f"step {t}: more than max_vel; the trace is not replayable")
         if self._promise_end is not None and self._promise_end[t] > t:
-            # Asleep or in a conversation from here to step e: promise the tiles of steps t+1..e
-            # (workloads/promises.py says why a persona knows them).
+            # Asleep, conversing or settled from here to step e: promise the tiles of steps
+            # t+1..e (workloads/promises.py says why a persona knows them).
             e = self._promise_end[t]
             return {"move": move, "path": [self._tile(u) for u in range(t + 1, e + 1)]}
         return {"move": move}
@@ -199,7 +202,7 @@ def trace_env(trace, *, radius_p: int | None = None, max_vel: int = 1, bound: An
 
 
 def trace_agents(trace, prompt: PromptFn | None = None, max_vel: int = 1,
-                 generation_config: bool = False, lookahead: bool = False) -> dict[str, TraceAgent]:
+                 generation_config: bool = False, lookahead: str = "off") -> dict[str, TraceAgent]:
     return {name: TraceAgent(trace, i, max_vel=max_vel, prompt=prompt, generation_config=generation_config,
                              lookahead=lookahead)
             for i, name in enumerate(trace.agents)}

@@ -27,7 +27,7 @@ def table(result: BenchResult) -> str:
     source = f"trace {cfg.trace_path}" if cfg.trace_path else f"workload {cfg.workload}, {cfg.agents} agents, window {cfg.window}"
     head = (f"{source}{f', first {cfg.steps} steps' if cfg.steps else ''}, "
             f"{server}, {cfg.policy}, bound {cfg.bound}, rules {cfg.rules}"
-            f"{', lookahead' if cfg.lookahead else ''})")
+            f"{f', lookahead {cfg.lookahead}' if cfg.lookahead != 'off' else ''})")
     lines = [head, "",
              "| mode | time (s) | vs sync | vs single | % of oracle | parallelism | deps/agent | "
              "spread | LLM calls | tokens in | tokens out | wall (s) |",

@@ -15,6 +15,7 @@ from typing import Any
 from ..env import RULES
 from ..errors import ConfigError, MetropolisError
 from ..runtime.controller import MODES, run
+from ..workloads.promises import LOOKAHEADS
 from ..runtime.metrics import RunMetrics
 from .replay import trace_agents, trace_env, word_prompt
 
@@ -48,7 +49,7 @@ class BenchConfig:
     policy: str = "priority"
     bound: str = "box"
     rules: str = "paper"
-    lookahead: bool = False
+    lookahead: str = "off"
     max_clusters: int | None = None
     base_urls: tuple[str, ...] = ()
     api_model: str | None = None
@@ -72,7 +73,9 @@ class BenchConfig:
             raise ConfigError(f"unknown modes {bad}; choose from {MODES}")
         if self.rules not in RULES:
             raise ConfigError(f"unknown rules {self.rules!r}; choose from {RULES}")
-        if self.lookahead and self.rules != "versioned":
+        if self.lookahead not in LOOKAHEADS:
+            raise ConfigError(f"unknown lookahead {self.lookahead!r}; choose from {LOOKAHEADS}")
+        if self.lookahead != "off" and self.rules != "versioned":
             raise ConfigError("--lookahead (declared paths) needs --rules versioned: the paper's rules "
                               "cannot use a declared path")
         if self.window not in WINDOWS:

@@ -15,11 +15,31 @@ promise what the persona it replays could have known and would not have revised:
   sub-task ends in the trace, which is never later than the planned end.
 
 Walking is not promised: a persona on its way can react to someone it meets and stop.
+
+`LOOKAHEADS` also names "clairvoyant": every agent promises its whole remaining trajectory at
+its first step. No persona knows that much; it is the upper bound of what lookahead can give
+(measurement only).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+
+#: What trace agents promise: nothing, what a persona knows (promise_ends), or everything.
+LOOKAHEADS = ("off", "persona", "clairvoyant")
+
+
+def lookahead_ends(trace, lookahead: str) -> np.ndarray:
+    """`promise_ends` for "persona"; for "clairvoyant", every agent's whole remaining trajectory
+    from the first step."""
+    if lookahead == "persona":
+        return promise_ends(trace)
+    if lookahead == "clairvoyant":
+        out = np.full((trace.positions.shape[0], int(trace.n_steps)), -1, dtype=np.int32)
+        out[:, 0] = int(trace.n_steps) - 1
+        return out
+    raise ValueError(f"lookahead must be 'persona' or 'clairvoyant', got {lookahead!r}")
 
 
 def promise_ends(trace) -> np.ndarray:
