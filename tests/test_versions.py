@@ -137,3 +137,34 @@ def test_a_path_releases_an_agent_the_distance_alone_would_hold_back():
     # step 9, three of them, enough to close the 3 moves between them.
     assert env.agent_step("B") == 9 and env.agent_step("A") == 1
     assert not env.is_ready("B")
+
+
+def test_a_versioned_env_with_paths_survives_a_pickle_round_trip():
+    """Checkpoints pickle the env: versions and declared paths must come back and the run go on
+    exactly as if uninterrupted."""
+    import pickle
+
+    from policies import PromisingPolicy
+
+    def drive(env, policy, obs, calls):
+        for _ in range(calls):
+            ready = env.ready_agents()
+            if not ready:
+                break
+            pick = sorted(ready, key=env.agent_step, reverse=True)[:max(1, len(ready) // 2)]
+            out = env.step({a: policy.act(a, obs.pop(a)) for a in pick})[0]
+            obs.update(out)
+        return obs
+
+    env = me.make("the_ville", agents=25, max_steps=80, rules="versioned")
+    policy = PromisingPolicy(env, 0)
+    obs, _ = env.reset(seed=0)
+    obs = drive(env, policy, dict(obs), 120)
+    assert any(p is not None for p in env._tracker.path)
+    saved = pickle.dumps((env, policy, obs))
+    drive(env, policy, obs, 10_000)
+    env2, policy2, obs2 = pickle.loads(saved)  # one pickle: the policy's env is env2
+    assert policy2.env is env2
+    drive(env2, policy2, obs2, 10_000)
+    assert env2.snapshot() == env.snapshot()
+    assert not env.agents
