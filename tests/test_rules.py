@@ -85,30 +85,36 @@ def test_rules_agree_with_paper_formulas_everywhere(radius_p, max_vel):
             assert rules.coupled(h, max_vel) == (dist <= radius_p + max_vel)
 
 
+@pytest.mark.parametrize("rule_set", ["paper", "versioned"])
 @pytest.mark.parametrize("radius_p,max_vel", PARAMS)
-def test_one_move_never_breaks_validity_or_creates_blocking(radius_p, max_vel):
-    """The paper's Appendix A argument, exhaustively: each move closes at most max_vel of hazard.
+def test_one_move_never_breaks_validity_or_creates_blocking(radius_p, max_vel, rule_set):
+    """The paper's Appendix A argument, exhaustively, for both rule sets: each move closes at
+    most max_vel of hazard.
 
     If B (gap >= 1 behind A) does not block A, then after A commits (gap + 1) the pair is still
-    valid, and after B commits (gap - 1) B still does not block A. Two agents of one step that
-    are not coupled stay valid whichever of them commits first."""
+    valid, and after B commits (gap - 1) B still does not block A. With the paper's rules, two
+    agents of one step that are not coupled stay valid whichever of them commits first (the
+    versioned rules have no coupling: agents one step apart are always valid)."""
     v = max_vel
+    blocks, valid = ((rules.blocks, rules.valid) if rule_set == "paper"
+                     else (rules.versioned_blocks, rules.versioned_valid))
     for dist, gap in itertools.product(range(0, radius_p + 10 * v), range(1, 5)):
         h = hazard(dist, radius_p)
-        if rules.blocks(h, gap, v):
+        if blocks(h, gap, v):
             continue
         for moved in range(max(0, dist - v), dist + v + 1):
             h2 = hazard(moved, radius_p)
-            assert rules.valid(h2, gap + 1, v)
+            assert valid(h2, gap + 1, v)
             if gap > 1:
-                assert not rules.blocks(h2, gap - 1, v)
-            else:
+                assert not blocks(h2, gap - 1, v)
+            elif rule_set == "paper":
                 assert not rules.coupled(h2, v)
-    for dist in range(0, radius_p + 6 * v):
-        if rules.coupled(hazard(dist, radius_p), v):
-            continue
-        for moved in range(max(0, dist - v), dist + v + 1):
-            assert rules.valid(hazard(moved, radius_p), 1, v)
+    if rule_set == "paper":
+        for dist in range(0, radius_p + 6 * v):
+            if rules.coupled(hazard(dist, radius_p), v):
+                continue
+            for moved in range(max(0, dist - v), dist + v + 1):
+                assert rules.valid(hazard(moved, radius_p), 1, v)
 
 
 # -- through the env -----------------------------------------------------------------------
@@ -287,23 +293,6 @@ def test_versioned_blocking_exactly_at_bound(radius_p, max_vel, gap):
     bound = gap * max_vel + radius_p
     assert rules.versioned_blocks(hazard(bound, radius_p), gap, max_vel)
     assert not rules.versioned_blocks(hazard(bound + 1, radius_p), gap, max_vel)
-
-
-@pytest.mark.parametrize("radius_p,max_vel", PARAMS)
-def test_versioned_rules_one_move_never_breaks_validity_or_creates_blocking(radius_p, max_vel):
-    """The versioned counterpart of the Appendix A argument, exhaustively: a ready agent (no
-    laggard blocks it) that commits stays valid with every laggard, and a laggard's commit never
-    makes it block an agent it did not block."""
-    v = max_vel
-    for dist, gap in itertools.product(range(0, radius_p + 10 * v), range(1, 5)):
-        h = hazard(dist, radius_p)
-        if rules.versioned_blocks(h, gap, v):
-            continue
-        for moved in range(max(0, dist - v), dist + v + 1):
-            h2 = hazard(moved, radius_p)
-            assert rules.versioned_valid(h2, gap + 1, v)
-            if gap > 1:
-                assert not rules.versioned_blocks(h2, gap - 1, v)
 
 
 def versioned_grid(agents: dict[str, tuple[int, int]], radius_p: int, max_vel: int):
