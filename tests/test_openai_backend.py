@@ -360,3 +360,34 @@ def test_invalid_configuration_is_rejected():
         OpenAIBackend([], model="m")
     with pytest.raises(ConfigError):
         OpenAIBackend(A, model="m", max_retries=-1)
+
+
+def test_new_requests_avoid_an_endpoint_that_just_failed():
+    """A refused connection sends the retry to B, and the next requests too while A cools
+    down, although A has nothing in flight (least-outstanding alone would pick it again)."""
+    rec = Recorder([httpx.ConnectError("refused")])
+    b = OpenAIBackend([A, B], model="m", http_client=rec.factory, backoff_base=0.0, failure_cooldown=600.0)
+    run(_complete(b, *[LLMRequest("a", k, prompt="p") for k in range(4)]))
+    assert [r[0] for r in rec.requests] == [A, B, B, B, B]
+    stats = b.stats()["endpoints"]
+    assert stats[A]["failures"] == 1 and stats[B]["completed"] == 4
+
+
+def test_a_cooled_down_endpoint_is_used_again():
+    rec = Recorder([httpx.ConnectError("refused")])
+    b = OpenAIBackend([A, B], model="m", http_client=rec.factory, backoff_base=0.0, failure_cooldown=0.0)
+    run(_complete(b, *[LLMRequest("a", k, prompt="p") for k in range(3)]))
+    # A failed, B served the retry; with no cooldown A (least loaded, first on ties) is back
+    assert [r[0] for r in rec.requests] == [A, B, A, B]
+
+
+def test_when_every_endpoint_is_cooling_down_the_first_to_recover_is_tried():
+    """Both endpoints fail and cool down: the call is not failed; each retry goes to the one due
+    back first (A), and once A has failed again, doubling its cooldown, to B."""
+    rec = Recorder([httpx.ConnectError("refused"), httpx.ConnectError("refused"), httpx.ConnectError("refused")])
+    b = OpenAIBackend([A, B], model="m", http_client=rec.factory, backoff_base=0.0, failure_cooldown=600.0,
+                      backoff_max=10_000.0)
+    (resp,) = run(_complete(b, LLMRequest("a", 0, prompt="p")))
+    # A (fails), B (fails: both cooling, A due first), A (fails again: 1,200 s now), B succeeds
+    assert [r[0] for r in rec.requests] == [A, B, A, B]
+    assert resp.endpoint == B and resp.retries == 3

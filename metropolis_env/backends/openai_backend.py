@@ -5,6 +5,11 @@ Talks through the official `openai.AsyncOpenAI` client only. What it adds on top
 - **Several servers, least-outstanding routing.** Each request (and each retry) goes to the
   endpoint with the fewest requests in flight (ties: the one that served fewest so far), the
   simplest router that keeps data-parallel replicas evenly loaded when response lengths vary.
+  An endpoint that just failed (connection error, timeout, 5xx, 429) is avoided for
+  `failure_cooldown` seconds, doubling with consecutive failures up to `backoff_max` (a 429's
+  Retry-After counts too), while another is healthy: a dead replica would otherwise attract
+  every new request, since it has none in flight. When all are cooling down, the one that
+  recovers first is tried.
 - **Priority = step, smallest first.** The agent furthest behind gates the most others (PAPER.md),
   so its calls should be admitted first by a server that schedules by priority. The servers
   disagree on the direction of the number, hence `priority=`:
@@ -96,6 +101,8 @@ class Endpoint:
     completed: int = 0
     retries: int = 0
     failures: int = 0
+    consecutive_failures: int = 0
+    down_until: float = 0.0  # loop time before which the router avoids it (after a failure)
 
 
 class OpenAIBackend(Backend):
@@ -112,6 +119,8 @@ class OpenAIBackend(Backend):
     backoff_base / backoff_max: delay before retry k (0-based) is
         ``min(backoff_max, backoff_base * 2**k) * (1 + jitter * u)`` with u ~ U[0, 1) from
         ``random.Random(seed)``; a 429's ``Retry-After`` raises it up to ``backoff_max``.
+    failure_cooldown: seconds the router avoids an endpoint after a retryable failure, doubled
+        for each further consecutive failure (capped at ``backoff_max``); 0 disables it.
     extra_body: fields added to every request body (server-specific sampling options).
         Per request, ``LLMRequest.extra["extra_body"]`` is added too.
     http_client: a callable ``base_url -> httpx AsyncClient`` for custom transports (tests,
@@ -135,6 +144,7 @@ class OpenAIBackend(Backend):
         max_retries: int = 6,
         backoff_base: float = 0.5,
         backoff_max: float = 20.0,
+        failure_cooldown: float = 5.0,
         jitter: float = 0.5,
         seed: int = 0,
         extra_body: Mapping[str, Any] | None = None,
@@ -151,9 +161,10 @@ class OpenAIBackend(Backend):
         if priority not in ("low_first", "high_first", "off"):
             raise ConfigError(f"priority must be 'low_first', 'high_first' or 'off', "
                               f"not {priority!r}")
-        if max_retries < 0 or timeout <= 0 or backoff_base < 0 or backoff_max < 0 or jitter < 0:
-            raise ConfigError("max_retries, backoff_base, backoff_max and jitter must be >= 0 and "
-                              "timeout > 0")
+        if (max_retries < 0 or timeout <= 0 or backoff_base < 0 or backoff_max < 0 or jitter < 0
+                or failure_cooldown < 0):
+            raise ConfigError("max_retries, backoff_base, backoff_max, failure_cooldown and jitter must be "
+                              ">= 0 and timeout > 0")
         key = _resolve_api_key(api_key_env, urls)
         self._openai = openai
         self.endpoints = [
@@ -169,6 +180,7 @@ class OpenAIBackend(Backend):
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
+        self.failure_cooldown = failure_cooldown
         self.jitter = jitter
         self.extra_body = dict(extra_body or {})
         self._rng = random.Random(seed)
@@ -230,8 +242,19 @@ class OpenAIBackend(Backend):
 
     # -- routing and retries ----------------------------------------------------------------
 
-    def _pick(self) -> Endpoint:
-        return min(self.endpoints, key=lambda e: (e.outstanding, e.requests))
+    def _pick(self, now: float) -> Endpoint:
+        healthy = [e for e in self.endpoints if e.down_until <= now]
+        if not healthy:
+            healthy = [min(self.endpoints, key=lambda e: e.down_until)]
+        return min(healthy, key=lambda e: (e.outstanding, e.requests))
+
+    def _mark_failed(self, ep: Endpoint, now: float, retry_after: float | None) -> None:
+        """Keep new requests away from `ep` for a while (see the module docstring)."""
+        ep.consecutive_failures += 1
+        cooldown = min(self.backoff_max, self.failure_cooldown * 2 ** (ep.consecutive_failures - 1))
+        if retry_after is not None:
+            cooldown = max(cooldown, min(retry_after, self.backoff_max))
+        ep.down_until = max(ep.down_until, now + cooldown)
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number `attempt` (0-based)."""
@@ -268,7 +291,7 @@ class OpenAIBackend(Backend):
         self._calls += 1
         attempt = 0
         while True:
-            ep = self._pick()
+            ep = self._pick(loop.time())
             ep.outstanding += 1
             ep.requests += 1
             self._max_outstanding = max(self._max_outstanding,
@@ -287,6 +310,7 @@ class OpenAIBackend(Backend):
                     self._errors += 1
                     raise BackendError(f"LLM call failed (not retryable) for {where}: {what}",
                                        request, retryable=False) from exc
+                self._mark_failed(ep, loop.time(), retry_after)
                 if attempt >= self.max_retries:
                     self._errors += 1
                     raise BackendError(f"LLM call failed after {attempt} retries for {where}: "
@@ -297,6 +321,8 @@ class OpenAIBackend(Backend):
                 self._retries += 1
             else:
                 ep.completed += 1
+                ep.consecutive_failures = 0
+                ep.down_until = 0.0
                 break
             finally:
                 ep.outstanding -= 1
