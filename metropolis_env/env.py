@@ -594,10 +594,8 @@ class AsyncParallelEnv:
                                          f"puts it on {old} at step {s + 1 + k}; a new path may only extend it")
             path.append(q)
         # The earlier promise still holds beyond the new path's end.
-        tail = s + 1 + len(path)
-        while tr.path_tile(i, tail) is not None:
-            path.append(tr.path_tile(i, tail))
-            tail += 1
+        if tr.path_end[i] > s + len(path):
+            path += tr.path[i][s + 1 + len(path) - tr.path_base[i]:]
         return path
 
     def _register_ready(self, candidates, committed: set[int]) -> list[int]:
@@ -675,18 +673,12 @@ class AsyncParallelEnv:
         """Observations and infos of agents that just became ready."""
         names = self.possible_agents
         obs, infos = {}, {}
-        if self._observation_mode == "position":
-            pos = self._tracker.pos
-            for i in agents:
-                perceived = self._perceived(i)
-                self._n_perceived[i] = len(perceived)
-                obs[names[i]] = pos[i]
-                infos[names[i]] = self._info(i, perceived)
-            return obs, infos
+        tiles_only = self._observation_mode == "position"
+        pos = self._tracker.pos
         for i in agents:
             perceived = self._perceived(i)
             self._n_perceived[i] = len(perceived)
-            obs[names[i]] = self._observe(i, perceived)
+            obs[names[i]] = pos[i] if tiles_only else self._observe(i, perceived)
             infos[names[i]] = self._info(i, perceived)
         return obs, infos
 

@@ -162,11 +162,17 @@ def test_modes_in_worker_processes_give_the_sequential_results(trace):
     assert _comparable(par) == _comparable(seq)
 
 
-def test_worker_count():
+def test_worker_count(monkeypatch):
     assert BenchConfig(modes=("sync",), jobs=4).worker_count() == 1
     assert BenchConfig(modes=("sync", "async"), jobs=4).worker_count() == 2
     assert BenchConfig(modes=("sync", "async", "oracle"), jobs=1).worker_count() == 1
-    assert 1 <= BenchConfig(modes=("sync", "async")).worker_count() <= 2
+    # by default one per mode, up to the CPUs this process may use
+    from metropolis_env.bench import runner
+
+    monkeypatch.setattr(runner, "_usable_cpus", lambda: 1)
+    assert BenchConfig(modes=("sync", "async")).worker_count() == 1
+    monkeypatch.setattr(runner, "_usable_cpus", lambda: 16)
+    assert BenchConfig(modes=("sync", "async", "oracle")).worker_count() == 3
     # real servers: modes one after another, whatever the default
     assert BenchConfig(modes=("sync", "async"), backend="openai", base_urls=("http://x",)).worker_count() == 1
     with pytest.raises(ConfigError, match="only the simulated backend"):

@@ -133,17 +133,17 @@ def run_sweep(out: str = "docs/RESULTS.md", quick: bool = False, progress: bool 
                 cfg = replace(base, window="busy", agents=500, gpus=gpus, policy=policy,
                               modes=("async", "oracle"), lower_bounds=False, progress=progress)
                 priority.append(run_bench(cfg, trace=load_trace(cfg)))
-    pairs = run_bound_comparison(base, progress, results) if "bounds" in sections and not quick else []
+    variant_rows = run_bound_comparison(base, progress, results) if "bounds" in sections and not quick else []
     text = render_results(results, priority, time.perf_counter() - t0, base)
-    if pairs:
-        text += "\n" + render_bounds(pairs)
+    if variant_rows:
+        text += "\n" + render_bounds(variant_rows)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     if results:
         figure = speedup_figure([r.to_json() for r in results], Path(out).parent / "figures")
         text += f"\n![async/sync speedup vs agents]({figure.relative_to(Path(out).parent)})\n"
     Path(out).write_text(text + kept_notes(Path(out)))
     if json_path:
-        flat = results + priority + [r for row in pairs for v, r in row.items() if v != VARIANTS[0]]
+        flat = results + priority + [r for row in variant_rows for v, r in row.items() if v != VARIANTS[0]]
         Path(json_path).write_text(json.dumps([r.to_json() for r in flat], indent=1))
     return results + priority
 
