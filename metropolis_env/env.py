@@ -24,6 +24,9 @@ from .tracker import Blocker, DependencyTracker
 from .versions import VersionStore
 from .world import Tile, TileMap
 
+#: Keys an action dict may hold (see AsyncParallelEnv.step and docs/RULES.md for the promises).
+_ACTION_KEYS = frozenset({"move", "activity", "utterance", "path", "route", "until"})
+
 
 @dataclass
 class DependencyStats:
@@ -214,22 +217,25 @@ class AsyncParallelEnv:
                 f"step() takes a dict {{agent: action}}, got {type(actions).__name__}; "
                 f"submit e.g. {{agent: env.move_to(agent, tile)}} for agents in env.ready_agents()")
         parsed: dict[int, tuple[int, str | None, str]] = {}
-        paths: dict[int, list[Tile]] = {}
+        promises: dict[int, tuple] = {}
         for agent, action in actions.items():
             i = self._idx(agent)
             self._check_may_submit(i)
             parsed[i] = self._parse_action(i, action)
             if self._versioned:
-                path = self._check_path(i, action, parsed[i][0])
-                if path is not None:
-                    paths[i] = path
-            elif isinstance(action, Mapping) and action.get("path") is not None:
+                promise = self._check_promise(i, action, parsed[i][0])
+                if promise is not None:
+                    promises[i] = promise
+            elif isinstance(action, Mapping) and any(action.get(k) is not None for k in ("path", "route")):
                 raise InvalidActionError(
-                    f"action of agent {agent!r}: a declared 'path' needs rules='versioned' (this env uses "
-                    f"the paper's rules, which cannot use it); make the env with rules='versioned' or drop it")
+                    f"action of agent {agent!r}: a declared 'path' or 'route' needs rules='versioned' (this env "
+                    f"uses the paper's rules, which cannot use it); make the env with rules='versioned' or drop it")
         # Everything is valid: from here on nothing raises.
-        for i, path in paths.items():
-            tr.set_path(i, tr.step[i] + 1, path)
+        for i, (kind, tiles, until) in promises.items():
+            if kind == "path":
+                tr.set_path(i, tr.step[i] + 1, tiles)
+            else:
+                tr.set_route(i, tiles, until)
         complete: list[tuple[int, ...]] = []
         for i, act in parsed.items():
             cl = self._ready[i]
@@ -411,6 +417,7 @@ class AsyncParallelEnv:
             "stats": DependencyStats(**vars(self.stats)),
             "versions": self._versions.snapshot() if self._versions is not None else None,
             "paths": [(b, tuple(p)) if p is not None else None for b, p in zip(tr.path_base, tr.path)],
+            "routes": [(e, tuple(r), k) if r is not None else None for e, r, k in zip(tr.path_end, tr.route, tr.route_at)],
         }
 
     # -- internals -------------------------------------------------------------------------
@@ -466,10 +473,10 @@ class AsyncParallelEnv:
         activity: str | None = None
         utterance = ""
         if isinstance(action, Mapping):
-            extra = set(action) - {"move", "activity", "utterance", "path"}
+            extra = set(action) - _ACTION_KEYS
             if extra:
                 raise InvalidActionError(f"{where} has unknown keys {sorted(map(str, extra))}; "
-                                         f"allowed: 'move', 'activity', 'utterance', 'path'")
+                                         f"allowed: {', '.join(map(repr, sorted(_ACTION_KEYS)))}")
             if "move" not in action:
                 raise InvalidActionError(f"{where} needs a 'move' (an int in 0..{len(self._offsets) - 1}; "
                                          f"{self._stay} stays put)")
@@ -542,32 +549,93 @@ class AsyncParallelEnv:
             return (x, y), "blocked_tile"
         return target, "moved"
 
-    def _check_path(self, i: int, action: Any, move: int) -> list[Tile] | None:
-        """Validate a declared path and that `move` keeps the path `i` already declared.
+    def _check_promise(self, i: int, action: Any, move: int) -> tuple[str, list[Tile], int] | None:
+        """Validate that `move` keeps the promise `i` is under, and any new promise the action
+        declares: ("path", tiles, last step) or ("route", tiles, until) to record, else None.
 
         A path lists the tiles the agent promises to stand on after this move and each of its
-        next ones: path[0] is where this move lands. Returns the path to record (merged with the
-        part of a running path it does not cover), or None when the action declares none.
+        next ones: path[0] is where this move lands; a new path may extend a running one (the
+        result is merged with the part of the running path it does not cover). A route lists
+        tiles starting with the one the agent stands on: through step `until` it stands on route
+        tiles only, walking forward at most one route tile per step and pausing as it likes; it
+        may be declared only when no promise runs past this step.
         """
         tr = self._tracker
         name, s = self.possible_agents[i], tr.step[i]
         landing = self._landing(tr.pos[i], move)[0]
-        promised = tr.path_tile(i, s + 1)
         where = f"action of agent {name!r} at step {s}"
+        route = tr.route[i]
+        if route is not None and tr.path_end[i] > s:
+            k = tr.route_at[i]
+            if landing not in route[k:k + 2]:
+                nxt = route[min(k + 1, len(route) - 1)]
+                raise InvalidActionError(
+                    f"{where}: it declared a route through step {tr.path_end[i]} and stands on its tile {k}, "
+                    f"{route[k]}; this move lands on {landing}, off the route or past its next tile; a "
+                    f"declared route is a promise others already relied on: stay or move to {nxt} "
+                    f"(env.move_to(agent, {nxt}))")
+        promised = tr.path_tile(i, s + 1)
         if promised is not None and landing != promised:
             raise InvalidActionError(
                 f"{where}: it declared a path through step {tr.path_end[i]} that puts it on {promised} at "
                 f"step {s + 1}, but this move lands on {landing}; a declared path is a promise others "
                 f"already relied on: follow it (env.move_to(agent, {promised}))")
-        raw = action.get("path") if isinstance(action, Mapping) else None
-        if raw is None:
+        if not isinstance(action, Mapping):
             return None
-        if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence) or not raw:
-            raise InvalidActionError(f"{where}: 'path' must be a non-empty list of (x, y) tiles, got {raw!r}")
-        if len(raw) > self.max_steps - s:
+        raw_path, raw_route, until = action.get("path"), action.get("route"), action.get("until")
+        if raw_route is None:
+            if until is not None:
+                raise InvalidActionError(f"{where}: 'until' belongs to a declared 'route'; add the route or drop it")
+            if raw_path is None:
+                return None
+            return self._check_path(i, where, raw_path, landing)
+        if raw_path is not None:
+            raise InvalidActionError(f"{where}: declare a 'path' or a 'route', not both")
+        if isinstance(until, bool) or not isinstance(until, (int, np.integer)) or not s < until <= self.max_steps:
+            raise InvalidActionError(f"{where}: a 'route' needs 'until', the last step it holds, an int in "
+                                     f"{s + 1}..{self.max_steps}; got {until!r}")
+        if tr.path_end[i] > s:
+            raise InvalidActionError(f"{where}: its promise of step {tr.path_end[i]} still runs; a new route "
+                                     f"may be declared from that step on")
+        tiles = self._tile_list(where, "route", raw_route)
+        if tiles[0] != tr.pos[i]:
+            raise InvalidActionError(f"{where}: route[0] must be the tile the agent stands on, {tr.pos[i]}, "
+                                     f"got {tiles[0]}")
+        if len(set(tiles)) != len(tiles):
+            raise InvalidActionError(f"{where}: a route visits each tile once; it repeats one of {tiles}")
+        if landing not in tiles[:2]:
+            raise InvalidActionError(f"{where}: this move lands on {landing}, but the route it declares "
+                                     f"goes on from {tiles[0]} to {tiles[1:2] or 'nowhere'}")
+        return "route", tiles, int(until)
+
+    def _check_path(self, i: int, where: str, raw: Any, landing: Tile) -> tuple[str, list[Tile], int]:
+        tr = self._tracker
+        s = tr.step[i]
+        if tr.route[i] is not None and tr.path_end[i] > s:
+            raise InvalidActionError(f"{where}: its route runs through step {tr.path_end[i]}; a path may be "
+                                     f"declared from that step on")
+        if isinstance(raw, Sequence) and not isinstance(raw, (str, bytes)) and len(raw) > self.max_steps - s:
             raise InvalidActionError(f"{where}: 'path' has {len(raw)} tiles but the agent has only "
                                      f"{self.max_steps - s} steps left (max_steps={self.max_steps})")
-        path: list[Tile] = []
+        tiles = self._tile_list(where, "path", raw)
+        if tiles[0] != landing:
+            raise InvalidActionError(f"{where}: path[0] must be the tile this move lands on, {landing}, "
+                                     f"got {tiles[0]}")
+        for k, q in enumerate(tiles):
+            old = tr.path_tile(i, s + 1 + k)
+            if old is not None and old != q:
+                raise InvalidActionError(f"{where}: path[{k}] = {q} breaks the path declared earlier, which "
+                                         f"puts it on {old} at step {s + 1 + k}; a new path may only extend it")
+        # The earlier promise still holds beyond the new path's end.
+        if tr.path_end[i] > s + len(tiles):
+            tiles += tr.path[i][s + 1 + len(tiles) - tr.path_base[i]:]
+        return "path", tiles, s + len(tiles)
+
+    def _tile_list(self, where: str, key: str, raw: Any) -> list[Tile]:
+        """A non-empty list of walkable (x, y) tiles, each at most max_vel from the one before."""
+        if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence) or not raw:
+            raise InvalidActionError(f"{where}: {key!r} must be a non-empty list of (x, y) tiles, got {raw!r}")
+        tiles: list[Tile] = []
         for k, tile in enumerate(raw):
             try:
                 x, y = tile
@@ -577,26 +645,15 @@ class AsyncParallelEnv:
                 if q != (x, y):
                     raise TypeError
             except (TypeError, ValueError):
-                raise InvalidActionError(f"{where}: path[{k}] must be an (x, y) pair of ints, got {tile!r}") from None
+                raise InvalidActionError(f"{where}: {key}[{k}] must be an (x, y) pair of ints, got {tile!r}") from None
             if not self.world.is_walkable(q):
-                raise InvalidActionError(f"{where}: path[{k}] = {q} is blocked or off the map; a path "
+                raise InvalidActionError(f"{where}: {key}[{k}] = {q} is blocked or off the map; a {key} "
                                          f"holds walkable tiles only")
-            prev = path[-1] if path else landing
-            if k == 0 and q != landing:
-                raise InvalidActionError(f"{where}: path[0] must be the tile this move lands on, {landing}, "
-                                         f"got {q}")
-            if max(abs(q[0] - prev[0]), abs(q[1] - prev[1])) > self.max_vel:
-                raise InvalidActionError(f"{where}: path[{k - 1}] -> path[{k}] ({prev} -> {q}) is more than "
-                                         f"max_vel={self.max_vel} tiles: one move per step")
-            old = tr.path_tile(i, s + 1 + k)
-            if old is not None and old != q:
-                raise InvalidActionError(f"{where}: path[{k}] = {q} breaks the path declared earlier, which "
-                                         f"puts it on {old} at step {s + 1 + k}; a new path may only extend it")
-            path.append(q)
-        # The earlier promise still holds beyond the new path's end.
-        if tr.path_end[i] > s + len(path):
-            path += tr.path[i][s + 1 + len(path) - tr.path_base[i]:]
-        return path
+            if tiles and max(abs(q[0] - tiles[-1][0]), abs(q[1] - tiles[-1][1])) > self.max_vel:
+                raise InvalidActionError(f"{where}: {key}[{k - 1}] -> {key}[{k}] ({tiles[-1]} -> {q}) is more "
+                                         f"than max_vel={self.max_vel} tiles: one move per step")
+            tiles.append(q)
+        return tiles
 
     def _register_ready(self, candidates, committed: set[int]) -> list[int]:
         """Register the ready clusters among `candidates`; returns the agents that became ready

@@ -11,10 +11,14 @@ up to date as agents commit steps. Everything is O(neighbours) per committed age
 
 With `versioned=True` (the env keeps each agent's state per step, see rules.py) there is no
 coupling and the blocking rule is `rules.versioned_blocks`; the bookkeeping is the same.
-Versioned agents may also hold a *declared path* (`set_path`): the tiles they promise to stand
-on at their next steps. A laggard with a path is then judged from its promised tile at the
-reader's step (or at the path's end, with the remaining steps as free moves) instead of from
-where it stands with all its steps free: its reach shrinks to the path.
+Versioned agents may also hold a promise about their next tiles, one at a time:
+- a *declared path* (`set_path`): the tile it will stand on at each of its next steps. A laggard
+  with a path is judged from its promised tile at the reader's step (or at the path's end, with
+  the remaining steps as free moves): its reach shrinks to one tile;
+- a *declared route* (`set_route`): tiles it will walk along, one route tile per step at most,
+  pausing as it likes, until a given step. A laggard k route tiles along with d steps to go
+  before the reader's step is judged from the route tiles k..k+d (then free moves past the
+  promise's end): its reach shrinks from a ball to a stretch of the route.
 
 Agents are dense indices 0..n-1; names live in the env.
 """
@@ -64,10 +68,15 @@ class DependencyTracker:
         self.blockers: list[set[int]] = [set() for _ in range(n)]
         self.blocks: list[set[int]] = [set() for _ in range(n)]
         self.coupled: list[set[int]] = [set() for _ in range(n)]
-        # Declared paths: path[i][k] is i's tile at step path_base[i] + k, up to path_end[i].
+        # The running promise ends at step path_end[i] (> step[i] while it runs), path or route.
+        # Declared paths: path[i][k] is i's tile at step path_base[i] + k.
         self.path: list[list[Tile] | None] = [None] * n
         self.path_base: list[int] = [0] * n
         self.path_end: list[int] = [-1] * n
+        # Declared routes: i stands on route[i][route_at[i]] and only walks forward along it.
+        self.route: list[list[Tile] | None] = [None] * n
+        self.route_at: list[int] = [0] * n
+        self._route_index: list[dict[Tile, int] | None] = [None] * n
         # blockers found when the agent started its current step: its tracker dependencies.
         self.initial_blockers: list[int] = [0] * n
         self._cell_size = max(1, self.bound.search_radius(2 * self.max_vel))
@@ -137,12 +146,27 @@ class DependencyTracker:
             return self.path[j][e - self.path_base[j]], step - e
         return self.pos[j], step - self.step[j]
 
+    def route_reach(self, j: int, step: int) -> tuple[list[Tile], int]:
+        """(tiles, free steps) for a laggard j on a declared route: at `step` it stands on one of
+        `tiles` or, past the promise's end, within `free steps` of moves of one of them."""
+        route, k, e, sj = self.route[j], self.route_at[j], self.path_end[j], self.step[j]
+        hi = min(k + min(step, e) - sj, len(route) - 1)
+        return route[k:hi + 1], max(0, step - e)
+
     def _blocks_pair(self, reader: int, j: int) -> bool:
         """Whether laggard j blocks `reader` (one pair, any rules; used on re-checks)."""
-        gap = self.step[reader] - self.step[j]
+        sr = self.step[reader]
+        gap = sr - self.step[j]
         if self.versioned and self.path_end[j] > self.step[j]:
-            q, free = self.reach(j, self.step[reader])
-            return gap >= 1 and self.bound.hazard(self.pos[reader], q) <= free * self.max_vel
+            if gap < 1:
+                return False
+            hazard, pr = self.bound.hazard, self.pos[reader]
+            if self.route[j] is not None:
+                tiles, free = self.route_reach(j, sr)
+                budget = free * self.max_vel
+                return any(hazard(pr, q) <= budget for q in tiles)
+            q, free = self.reach(j, sr)
+            return hazard(pr, q) <= free * self.max_vel
         return self._blocks_rule(self.bound.hazard(self.pos[reader], self.pos[j]), gap, self.max_vel)
 
     # -- updates ---------------------------------------------------------------------------
@@ -157,9 +181,42 @@ class DependencyTracker:
         """
         if not self.versioned:
             raise ValueError("declared paths need the versioned rules")
+        self._drop_route(i)
         self.path[i] = [(int(x), int(y)) for x, y in tiles]
         self.path_base[i] = first_step
         self.path_end[i] = first_step + len(self.path[i]) - 1
+
+    def set_route(self, i: int, tiles: Sequence[Tile], until: int) -> None:
+        """Record that from its next step through step `until`, `i` stands on `tiles`, which
+        start with the tile it stands on now, moving at most one route tile forward per step
+        (versioned rules only).
+
+        The env validates the route (distinct walkable tiles, legal moves between neighbours, no
+        other promise running) and enforces it; set it before committing `i`'s step, like a path.
+        Its reach at any later step is a stretch of the route inside the ball it would have
+        without it, and the stretch only shrinks as `i` walks or waits: the incremental argument
+        of `commit` holds.
+        """
+        if not self.versioned:
+            raise ValueError("declared routes need the versioned rules")
+        route = [(int(x), int(y)) for x, y in tiles]
+        if not route or route[0] != self.pos[i]:
+            raise ValueError(f"a route starts on the agent's tile {self.pos[i]}, got {route[:1]}")
+        self.path[i] = None
+        self.route[i] = route
+        self._route_index[i] = {q: k for k, q in enumerate(route)}
+        self.route_at[i] = 0
+        self.path_end[i] = int(until)
+
+    def route_position(self, i: int, tile: Tile) -> int | None:
+        """Index of `tile` on `i`'s declared route, or None (no route, or not on it)."""
+        index = self._route_index[i]
+        return None if index is None else index.get(tile)
+
+    def _drop_route(self, i: int) -> None:
+        self.route[i] = None
+        self._route_index[i] = None
+        self.route_at[i] = 0
 
     def commit(self, members: Iterable[int], new_positions: Sequence[Tile]) -> set[int]:
         """Advance a ready cluster by one step, moving its members to `new_positions`.
@@ -175,7 +232,9 @@ class DependencyTracker:
         - it is coupled afterwards only with agents at its new step within v of hazard, which
           its neighbourhood search finds; its old coupling partners were all in its cluster;
         - a laggard walking its declared path keeps the same promised tile and free steps for
-          every reader, and at the path's end its reach is the same either way (see reach).
+          every reader, and at the path's end its reach is the same either way (see reach);
+        - a laggard on a declared route that waits or walks one route tile keeps or loses tiles of
+          the stretch it is judged by (route_reach), never gains one.
         """
         members = list(members)
         for m, p in zip(members, new_positions):
@@ -196,6 +255,8 @@ class DependencyTracker:
             else:
                 if self.path[m] is not None:
                     self.path[m] = None  # walked to its end: m is judged from where it stands
+                if self.route[m] is not None:
+                    self._drop_route(m)
                 gone = [x for x in self.blocks[m] if not blocks(hazard(self.pos[x], pm), self.step[x] - sm, v)]
             for x in gone:
                 self.blocks[m].discard(x)
@@ -214,6 +275,9 @@ class DependencyTracker:
         self.steps.advance(old)
         self.index.move(m, self.pos[m], p)
         self.pos[m] = p
+        index = self._route_index[m]
+        if index is not None and old + 1 <= self.path_end[m]:
+            self.route_at[m] = index[p]  # the env holds a routed agent to its route
 
     def _link(self, i: int) -> None:
         """Find `i`'s coupling partners and blockers among agents at or behind its step."""
@@ -235,7 +299,7 @@ class DependencyTracker:
             if sj > si or j == i:
                 continue
             if path_end[j] > sj:
-                # a declared path: judged from its promised tile (see reach)
+                # a declared path or route: judged from its promise (see _blocks_pair)
                 if self._blocks_pair(i, j):
                     blockers_i.add(j)
                     blocks[j].add(i)

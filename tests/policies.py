@@ -161,11 +161,13 @@ class ReactivePolicy:
 
 
 class PromisingPolicy:
-    """ReactivePolicy that now and then declares its next tiles (`"path"`) and keeps the promise.
+    """ReactivePolicy that now and then makes a promise about its next tiles and keeps it.
 
-    A promise is to stay put, or to walk a hashed sequence of legal moves, for 1..16 steps;
-    while it runs the agent follows it whatever it perceives. Deterministic in (seed, agent,
-    its observations), like the policy it wraps. Needs an env with rules="versioned".
+    A promise is a declared `"path"` (stay put, or walk a hashed sequence of legal moves, for
+    1..16 steps) or a declared `"route"` (a stretch of up to 12 tiles of a shortest walk to a
+    pooled destination, held for 1..20 steps, along which it walks or pauses by hash). While a
+    promise runs the agent keeps it whatever it perceives. Deterministic in (seed, agent, its
+    observations), like the policy it wraps. Needs an env with rules="versioned".
     """
 
     def __init__(self, env: me.AsyncParallelEnv, seed: int, destinations: list[tuple[int, int]] | None = None):
@@ -174,31 +176,63 @@ class PromisingPolicy:
         self.inner = ReactivePolicy(env, seed, destinations)
         self.offsets = me.spaces.move_offsets(env.max_vel)
         self.promise: dict[str, list[tuple[int, int]]] = {}
+        # agent -> (route tiles, index it stands on, last step of the promise)
+        self.route: dict[str, tuple[list[tuple[int, int]], int, int]] = {}
+
+    def _move(self, here: tuple[int, int], to: tuple[int, int]) -> int:
+        return self.offsets.index((to[0] - here[0], to[1] - here[1]))
 
     def act(self, agent: str, obs: dict) -> dict:
         here = (int(obs["position"][0]), int(obs["position"][1]))
+        step = int(obs["step"])
         todo = self.promise.get(agent)
         action = self.inner.act(agent, obs)  # always called: its state follows every observation
+        h = stable_hash(self.seed, "promise", agent, canonical_observation(obs))
         if todo:
             nxt = todo.pop(0)
-            return {"move": self.offsets.index((nxt[0] - here[0], nxt[1] - here[1])), "activity": "keeping a promise"}
-        h = stable_hash(self.seed, "promise", agent, canonical_observation(obs))
+            return {"move": self._move(here, nxt), "activity": "keeping a promise"}
+        if agent in self.route:
+            tiles, k, until = self.route[agent]
+            if step < until:
+                k = tiles.index(here)  # where the walk got to (it was a pause or a step)
+                walk = k + 1 < len(tiles) and h % 3 != 0
+                self.route[agent] = (tiles, k, until)
+                return {"move": self._move(here, tiles[k + 1] if walk else here), "activity": "on a route"}
+            del self.route[agent]
         if h % 3:
             return action
+        kind = (h >> 4) % 3
+        if kind == 2:
+            return self._declare_route(agent, here, step, h, action)
         landing = self.env._landing(here, action["move"])[0]
         path = [landing]
-        walk = (h >> 4) % 2
         for k in range(1, 1 + (h >> 8) % 16):
             x, y = path[-1]
-            if walk:
+            if kind == 1:
                 options = [(x + dx, y + dy) for dx, dy in self.offsets if self.env.world.is_walkable((x + dx, y + dy))]
                 path.append(options[stable_hash(h, k) % len(options)])
             else:
                 path.append((x, y))
-        left = self.env.max_steps - int(obs["step"])
+        left = self.env.max_steps - step
         path = path[:left]
         self.promise[agent] = list(path[1:])
         return dict(action, path=path)
+
+    def _declare_route(self, agent: str, here: tuple[int, int], step: int, h: int, action: dict) -> dict:
+        world, v = self.env.world, self.env.max_vel
+        dest = self.inner.destinations[(h >> 8) % len(self.inner.destinations)]
+        field = world.distance_field(dest, v)
+        tiles = [here]
+        while len(tiles) < 12 and field[tiles[-1][1], tiles[-1][0]] > 0:
+            x, y = tiles[-1]
+            d = field[y, x]
+            tiles.append(next((x + dx, y + dy) for dx, dy in self.offsets
+                              if world.is_walkable((x + dx, y + dy)) and field[y + dy, x + dx] == d - 1))
+        until = min(self.env.max_steps, step + 1 + (h >> 16) % 20)
+        walk = len(tiles) > 1 and (h >> 24) % 2 == 0
+        self.route[agent] = (tiles, 0, until)
+        return dict(action, move=self._move(here, tiles[1] if walk else here), route=tiles, until=until,
+                    activity="declaring a route")
 
 
 # -- driving loops ---------------------------------------------------------------------------

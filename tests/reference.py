@@ -18,6 +18,9 @@ With `rules="versioned"` (the env keeps per-step state versions):
   step e) blocks A iff dist(A, p_min(Step_A, e)) <= max(0, Step_A - e) * max_vel + radius_p;
   validity is only checked for pairs whose laggard has no path running (while it has, readers
   ahead may stand anywhere its promised tiles are out of sight).
+- declared routes: a laggard B on tile k of its route r (held through step e) blocks A iff some
+  tile r_x, k <= x <= min(k + min(Step_A, e) - Step_B, len(r) - 1), has
+  dist(A, r_x) <= max(0, Step_A - e) * max_vel + radius_p (validity: as for paths).
 
 It deliberately shares no code with `metropolis_env.rules` / `tracker`, so that a mistake there
 cannot hide here.
@@ -41,7 +44,7 @@ class Analysis:
 
     def __init__(self, positions: Sequence[Sequence[int]], steps: Sequence[int], radius_p: int,
                  max_vel: int, max_steps: int | None = None, rules: str = "paper",
-                 paths: Sequence | None = None):
+                 paths: Sequence | None = None, routes: Sequence | None = None):
         s = np.asarray(steps, dtype=np.int64)
         self.steps = s
         self.dist = d = chebyshev(positions)
@@ -70,6 +73,17 @@ class Analysis:
                 tx, ty = tiles[k - base]
                 dist = max(abs(int(pts[a, 0]) - tx), abs(int(pts[a, 1]) - ty))
                 self.blocked[a, b] = dist <= max(0, int(s[a]) - end) * max_vel + radius_p
+        for b, declared in enumerate(routes or ()):
+            if declared is None:
+                continue
+            end, tiles, at = declared
+            if end <= s[b]:
+                continue
+            invalid[:, b] = False
+            for a in np.flatnonzero(behind[:, b]):
+                last = min(at + min(int(s[a]), end) - int(s[b]), len(tiles) - 1)
+                near = min(max(abs(int(pts[a, 0]) - tx), abs(int(pts[a, 1]) - ty)) for tx, ty in tiles[at:last + 1])
+                self.blocked[a, b] = near <= max(0, int(s[a]) - end) * max_vel + radius_p
         self.invalid = invalid | invalid.T
         coupled = (gap == 0) & (d <= radius_p + max_vel) & (not versioned)
         np.fill_diagonal(coupled, False)
@@ -123,9 +137,10 @@ def chebyshev(positions: Sequence[Sequence[int]]) -> np.ndarray:
 
 
 def analyse(positions: Sequence[Sequence[int]], steps: Sequence[int], radius_p: int, max_vel: int,
-            max_steps: int | None = None, rules: str = "paper", paths: Sequence | None = None) -> Analysis:
+            max_steps: int | None = None, rules: str = "paper", paths: Sequence | None = None,
+            routes: Sequence | None = None) -> Analysis:
     """Blockers, coupling, clusters and ready clusters of a configuration (see module doc)."""
-    return Analysis(positions, steps, radius_p, max_vel, max_steps, rules, paths)
+    return Analysis(positions, steps, radius_p, max_vel, max_steps, rules, paths, routes)
 
 
 def validity_violations(positions: Sequence[Sequence[int]], steps: Sequence[int], radius_p: int,
@@ -155,13 +170,16 @@ def assert_env_matches(env, ready: dict | None = None) -> Analysis:
     positions = list(env.positions.values())
     # The analysis is a function of positions and steps only: reuse it while they stand still
     # (calls that only submit part of a cluster commit nothing).
-    tr = env._tracker  # declared paths are inputs of the rules, like positions and steps
+    tr = env._tracker  # declared paths and routes are inputs of the rules, like positions and steps
     paths = [(b, tuple(p)) if p is not None else None for b, p in zip(tr.path_base, tr.path)]
-    key = (env.radius_p, env.max_vel, env.max_steps, env.rules, tuple(positions), tuple(steps), tuple(paths))
+    # a route's input is where the agent stands on it, found from its tile (not the tracker's index)
+    routes = [(e, tuple(r), r.index(p)) if r is not None else None for e, r, p in zip(tr.path_end, tr.route, positions)]
+    key = (env.radius_p, env.max_vel, env.max_steps, env.rules, tuple(positions), tuple(steps), tuple(paths),
+           tuple(routes))
     if _last_analysis and _last_analysis[0] == key:
         ref = _last_analysis[1]
     else:
-        ref = analyse(positions, steps, env.radius_p, env.max_vel, env.max_steps, env.rules, paths)
+        ref = analyse(positions, steps, env.radius_p, env.max_vel, env.max_steps, env.rules, paths, routes)
         _last_analysis[:] = [key, ref]
     if ref.invalid.any():
         raise AssertionError("validity broken for " + ", ".join(

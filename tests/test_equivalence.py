@@ -57,7 +57,7 @@ WORLDS = {
     "villes_versioned": dict(make=lambda: me.make("villes", agents=100, max_steps=300, rules="versioned"), pool=40),
     "grid_r2_v2_versioned": dict(make=lambda: me.make("grid", agents=30, radius_p=2, max_vel=2, max_steps=200,
                                                       width=40, height=40, rules="versioned"), pool=6),
-    # Versioned rules with agents that declare paths and keep them (PromisingPolicy).
+    # Versioned rules with agents that declare paths and routes and keep them (PromisingPolicy).
     "the_ville_paths": dict(make=lambda: me.make("the_ville", agents=25, max_steps=300, rules="versioned"),
                             pool=16, policy=PromisingPolicy),
     "grid_r2_v2_paths": dict(make=lambda: me.make("grid", agents=30, radius_p=2, max_vel=2, max_steps=200,
@@ -141,22 +141,24 @@ def test_versioned_rules_equal_sync_on_100_agents_in_four_villes(seed, schedule)
     check_ooo_equals_sync("villes_versioned", seed, schedule)
 
 
-def test_declared_paths_are_used_and_release_agents():
-    """The premise of the path tests: agents do declare paths, and the paths let agents run
-    that the distance alone would hold back."""
+@pytest.mark.parametrize("key", ["path", "route"])
+def test_declared_promises_are_used_and_release_agents(key):
+    """The premise of the promise tests: agents do declare paths and routes, and the promises
+    let agents run that the distance alone would hold back."""
     expected = sync_trajectories("the_ville_paths", 0)
-    declared = sum(1 for acts in expected.actions.values() for a in acts if isinstance(a, dict) and "path" in a)
-    assert declared > 200
+    declared = sum(1 for acts in expected.actions.values() for a in acts if isinstance(a, dict) and key in a)
+    assert declared > 100
     env = world_env("the_ville_paths")
     schedule = Interleaving(seed=3, share=0.6, order="leaders", max_clusters=8)
     run_async(env, 0, ReplayPolicy(expected), schedule, check=assert_env_matches, expected=expected)
-    with_paths = env.stats.tracker_per_step
-    # The same actions without the declarations: the same run, more waiting.
+    with_promises = env.stats.tracker_per_step
+    # The same actions without these declarations: the same run, more waiting.
+    dropped = {"path"} if key == "path" else {"route", "until"}
     bare = Trajectories(expected.positions, expected.observations,
-                        {a: [{k: v for k, v in act.items() if k != "path"} for act in acts]
+                        {a: [{k: v for k, v in act.items() if k not in dropped} for act in acts]
                          for a, acts in expected.actions.items()})
     run_async(env, 0, ReplayPolicy(bare), schedule, check=assert_env_matches, expected=expected)
-    assert with_paths < env.stats.tracker_per_step
+    assert with_promises < env.stats.tracker_per_step
 
 
 def test_sync_baseline_is_reproducible_and_interactive():

@@ -139,6 +139,87 @@ def test_a_path_releases_an_agent_the_distance_alone_would_hold_back():
     assert not env.is_ready("B")
 
 
+# -- declared routes --------------------------------------------------------------------------
+
+ROUTE = [(5, 5), (6, 5), (7, 5), (8, 5)]
+
+
+@pytest.mark.parametrize("action,match", [
+    ({"move": STAY, "route": ROUTE}, "needs 'until'"),
+    ({"move": STAY, "route": ROUTE, "until": 0}, r"an int in 1\.\.20"),
+    ({"move": STAY, "route": ROUTE, "until": 21}, r"an int in 1\.\.20"),
+    ({"move": STAY, "route": ROUTE, "until": 3.0}, "needs 'until'"),
+    ({"move": STAY, "route": ROUTE, "until": True}, "needs 'until'"),
+    ({"move": STAY, "until": 3}, "'until' belongs to a declared 'route'"),
+    ({"move": STAY, "route": ROUTE, "until": 3, "path": [(5, 5)]}, "not both"),
+    ({"move": STAY, "route": [], "until": 3}, "non-empty list"),
+    ({"move": STAY, "route": [(6, 5), (7, 5)], "until": 3}, r"route\[0\] must be the tile the agent stands on"),
+    ({"move": STAY, "route": [(5, 5), (6, 5), (5, 5)], "until": 3}, "visits each tile once"),
+    ({"move": STAY, "route": [(5, 5), (7, 5)], "until": 3}, "more than max_vel=1"),
+    ({"move": STAY, "route": [(5, 5), (5, -1)], "until": 3}, "blocked or off the map"),
+    ({"move": WEST, "route": ROUTE, "until": 3}, r"lands on \(4, 5\)"),
+])
+def test_bad_routes_are_rejected_and_change_nothing(action, match):
+    env = path_env()
+    before = env.snapshot()
+    with pytest.raises(me.errors.InvalidActionError, match=match):
+        env.step({"A": action})
+    assert env.snapshot() == before
+
+
+def test_routes_need_the_versioned_rules():
+    env = path_env("paper")
+    with pytest.raises(me.errors.InvalidActionError, match="rules='versioned'"):
+        env.step({"A": {"move": STAY, "route": ROUTE, "until": 3}})
+
+
+def test_a_declared_route_is_a_promise_the_env_enforces():
+    env = path_env(b=(28, 11))  # B far away: nothing holds A back
+    env.step({"A": {"move": STAY, "route": ROUTE, "until": 4}})  # pausing on the route is fine
+    before = env.snapshot()
+    for bad, match in [(WEST, r"lands on \(4, 5\), off the route"),
+                       ({"move": STAY, "route": [(5, 5)], "until": 6}, "promise of step 4 still runs"),
+                       ({"move": STAY, "path": [(5, 5)]}, "route runs through step 4")]:
+        with pytest.raises(me.errors.InvalidActionError, match=match):
+            env.step({"A": bad})
+        assert env.snapshot() == before
+    env.step({"A": EAST})
+    env.step({"A": EAST})  # step 3: on (7, 5), the route's tile 2
+    with pytest.raises(me.errors.InvalidActionError, match="past its next tile|off the route"):
+        env.step({"A": {"move": 7}})  # (7, 6): off the route
+    env.step({"A": STAY})  # step 4: the promise is over, A is free again
+    assert env._tracker.route[0] is None
+    env.step({"A": {"move": 7, "route": [(7, 5), (7, 6)], "until": 6}})
+    assert env.positions["A"] == (7, 6) and env._tracker.route_at[0] == 1
+
+
+def test_a_route_releases_an_agent_the_distance_alone_would_hold_back():
+    """B, far ahead, waits for A only while A could walk into its view; a route that leads away
+    from B releases it until A's promise ends, a route toward B only while A cannot walk along
+    it into B's view."""
+    env = path_env()
+    for _ in range(3):
+        env.step({"B": STAY})  # B 7 tiles from A: h = 3 moves; at 3 steps ahead it must wait
+    assert not env.is_ready("B")
+    away = [(5, 5), (4, 5), (3, 5), (2, 5)]
+    out = env.step({"A": {"move": STAY, "route": away, "until": 7}})[0]
+    assert "B" in out
+    for _ in range(6):
+        env.step({"B": STAY})
+    # A's promise covers its steps up to 7; at B's step 9 A has 2 free moves, from (5, 5) at
+    # best: 7 tiles away, it cannot get into view yet; one step later it could.
+    assert env.agent_step("B") == 9 and env.is_ready("B")
+    env.step({"B": STAY})
+    assert not env.is_ready("B")
+
+    toward = path_env()
+    for _ in range(3):
+        toward.step({"B": STAY})
+    toward.step({"A": {"move": STAY, "route": ROUTE, "until": 7}})
+    toward.step({"B": STAY})  # at B's step 3, A can be on (7, 5) at best: 5 tiles, out of view
+    assert toward.agent_step("B") == 4 and not toward.is_ready("B")  # (8, 5) is in view
+
+
 def test_a_versioned_env_with_paths_survives_a_pickle_round_trip():
     """Checkpoints pickle the env: versions and declared paths must come back and the run go on
     exactly as if uninterrupted."""

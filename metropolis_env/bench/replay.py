@@ -18,6 +18,7 @@ from ..env import AsyncParallelEnv
 from ..errors import MetropolisError
 from ..runtime.agent import StepContext
 from ..spaces import move_offsets
+from ..workloads.promises import route_tiles
 
 PromptFn = Callable[[int], str]
 
@@ -64,15 +65,17 @@ class ReplayTable:
         self.input_tokens = memoryview(np.ascontiguousarray(trace.input_tokens, dtype=np.int32))
         self.output_tokens = memoryview(np.ascontiguousarray(trace.output_tokens, dtype=np.int32))
         self._trace = weakref.ref(trace)
-        self._promise_end: dict[str, list[memoryview]] = {}
+        self._promises: dict[str, tuple[list[memoryview], list[memoryview]]] = {}
 
-    def promise_end(self, lookahead: str) -> list[memoryview]:
-        """Per agent, `workloads.promises.lookahead_ends` of the trace (computed on first use)."""
-        if lookahead not in self._promise_end:
-            from ..workloads.promises import lookahead_ends
+    def promises(self, lookahead: str) -> tuple[list[memoryview], list[memoryview]]:
+        """Per agent, the rows of `workloads.promises.lookahead_promises` of the trace: (end,
+        walk_end), computed on first use."""
+        if lookahead not in self._promises:
+            from ..workloads.promises import lookahead_promises
 
-            self._promise_end[lookahead] = _rows(lookahead_ends(self._trace(), lookahead), np.int32)
-        return self._promise_end[lookahead]
+            got = lookahead_promises(self._trace(), lookahead)
+            self._promises[lookahead] = (_rows(got.end, np.int32), _rows(got.walk_end, np.int32))
+        return self._promises[lookahead]
 
 
 _PACK = 1 << 16  # tiles are int16 (0..32767): x * _PACK + y fits an int32
@@ -124,7 +127,11 @@ class TraceAgent:
         self._moves = table.moves[self.index]
         self._n_calls = table.n_calls[self.index]
         self._table = table
-        self._promise_end = table.promise_end(self.lookahead)[self.index] if self.lookahead != "off" else None
+        if self.lookahead != "off":
+            ends, walk_ends = table.promises(self.lookahead)
+            self._promise_end, self._walk_end = ends[self.index], walk_ends[self.index]
+        else:
+            self._promise_end = self._walk_end = None
 
     def state_dict(self) -> None:
         # act() never changes a trace agent: workers that host it (RayExecutor) snapshot nothing,
@@ -137,7 +144,7 @@ class TraceAgent:
     def __getstate__(self) -> dict:
         # memoryviews do not pickle (checkpoints, Ray workers): rebuild them from the trace.
         d = dict(self.__dict__)
-        for k in ("_packed", "_moves", "_n_calls", "_table", "_promise_end"):
+        for k in ("_packed", "_moves", "_n_calls", "_table", "_promise_end", "_walk_end"):
             del d[k]
         return d
 
@@ -179,9 +186,12 @@ class TraceAgent:
             raise MetropolisError(f"trace moves {self.name!r} from {self._tile(t)} to {self._tile(t + 1)} at "
                                   f"step {t}: more than max_vel; the trace is not replayable")
         if self._promise_end is not None and self._promise_end[t] > t:
-            # Asleep, conversing or settled from here to step e: promise the tiles of steps
-            # t+1..e (workloads/promises.py says why a persona knows them).
+            # What the persona knows ahead, through step e (workloads/promises.py says why):
+            # the route of its walk, or while asleep, conversing or settled its exact tiles.
             e = self._promise_end[t]
+            w = self._walk_end[t]
+            if w >= 0:
+                return {"move": move, "route": route_tiles(self.trace.positions[self.index], t, w), "until": e}
             return {"move": move, "path": [self._tile(u) for u in range(t + 1, e + 1)]}
         return {"move": move}
 
