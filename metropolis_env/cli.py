@@ -7,7 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import MetropolisError
+from .bench.runner import BEST, PAPER_SETTINGS
+from .errors import ConfigError, MetropolisError
+from .workloads.promises import LOOKAHEADS
 
 
 def _csv(s: str) -> tuple[str, ...]:
@@ -27,14 +29,19 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="llama-3-8b", help="simulated model preset")
     p.add_argument("--gpus", type=int, default=1, help="data-parallel GPU replicas of the simulated server")
     p.add_argument("--policy", default="priority", help="priority (smallest step first) | fcfs")
-    p.add_argument("--bound", default="box", help="dependency bound: box (the paper's) | map (walls and rooms)")
-    p.add_argument("--rules", default="paper", choices=("paper", "versioned"),
+    # None: not given (the paper's setting, or --best's)
+    p.add_argument("--bound", default=None, help="dependency bound: box (the paper's) | map (walls and rooms)")
+    p.add_argument("--rules", default=None, choices=("paper", "versioned"),
                    help="dependency rules: paper (current state only, coupled clusters) | versioned "
                         "(per-step state versions: no coupling, shorter blocking)")
-    p.add_argument("--lookahead", nargs="?", const="persona", default="off", choices=("off", "persona", "clairvoyant"),
-                   help="with --rules versioned: trace agents declare tiles they know in advance as paths: "
-                        "persona (asleep, conversing, settled; the default of a bare --lookahead) or "
-                        "clairvoyant (the whole future: an upper bound) (docs/RULES.md)")
+    p.add_argument("--lookahead", nargs="?", const="persona", default=None, choices=LOOKAHEADS,
+                   help="with --rules versioned: trace agents declare what they know ahead as paths and "
+                        "routes: persona (their walks, sleep, conversations; the default of a bare "
+                        "--lookahead), plan-ahead (the same, with personas that plan their next activity "
+                        "on arrival: a workload variant) or clairvoyant (the whole future: an upper "
+                        "bound) (docs/RULES.md)")
+    p.add_argument("--best", action="store_true",
+                   help=f"our best settings, beyond the paper: {_flags(BEST)}")
     p.add_argument("--max-clusters", type=int, default=None, help="cap on clusters in flight")
     p.add_argument("--base-url", action="append", default=[], help="OpenAI-compatible server (repeatable)")
     p.add_argument("--api-model", default=None, help="model name on the real server")
@@ -68,8 +75,18 @@ def default_modes(agents: int) -> tuple[str, ...]:
     return ("single", "sync", "async", "oracle")
 
 
+def _flags(settings: dict) -> str:
+    return " ".join(f"--{k} {v}" for k, v in settings.items())
+
+
 def _config(a: argparse.Namespace):
     from .bench.runner import BenchConfig
+
+    given = {k: getattr(a, k) for k in PAPER_SETTINGS if getattr(a, k) is not None}
+    if a.best and given:
+        raise ConfigError(f"--best sets {_flags(BEST)}; drop {_flags(given)}")
+    for k, v in (BEST if a.best else {**PAPER_SETTINGS, **given}).items():
+        setattr(a, k, v)
 
     return BenchConfig(workload=a.workload, agents=a.agents, window=a.window, seed=a.seed,
                        modes=a.modes or default_modes(a.agents),

@@ -25,7 +25,7 @@ from .versions import VersionStore
 from .world import Tile, TileMap
 
 #: Keys an action dict may hold (see AsyncParallelEnv.step and docs/RULES.md for the promises).
-_ACTION_KEYS = frozenset({"move", "activity", "utterance", "path", "route", "until"})
+_ACTION_KEYS = frozenset({"move", "activity", "utterance", "path", "route", "until", "depart"})
 
 
 @dataclass
@@ -231,11 +231,11 @@ class AsyncParallelEnv:
                     f"action of agent {agent!r}: a declared 'path' or 'route' needs rules='versioned' (this env "
                     f"uses the paper's rules, which cannot use it); make the env with rules='versioned' or drop it")
         # Everything is valid: from here on nothing raises.
-        for i, (kind, tiles, until) in promises.items():
+        for i, (kind, tiles, until, depart) in promises.items():
             if kind == "path":
                 tr.set_path(i, tr.step[i] + 1, tiles)
             else:
-                tr.set_route(i, tiles, until)
+                tr.set_route(i, tiles, until, depart)
         complete: list[tuple[int, ...]] = []
         for i, act in parsed.items():
             cl = self._ready[i]
@@ -417,7 +417,8 @@ class AsyncParallelEnv:
             "stats": DependencyStats(**vars(self.stats)),
             "versions": self._versions.snapshot() if self._versions is not None else None,
             "paths": [(b, tuple(p)) if p is not None else None for b, p in zip(tr.path_base, tr.path)],
-            "routes": [(e, tuple(r), k) if r is not None else None for e, r, k in zip(tr.path_end, tr.route, tr.route_at)],
+            "routes": [(e, tuple(r), k, d) if r is not None else None
+                       for e, r, k, d in zip(tr.path_end, tr.route, tr.route_at, tr.route_depart)],
         }
 
     # -- internals -------------------------------------------------------------------------
@@ -549,31 +550,36 @@ class AsyncParallelEnv:
             return (x, y), "blocked_tile"
         return target, "moved"
 
-    def _check_promise(self, i: int, action: Any, move: int) -> tuple[str, list[Tile], int] | None:
+    def _check_promise(self, i: int, action: Any, move: int) -> tuple[str, list[Tile], int, int] | None:
         """Validate that `move` keeps the promise `i` is under, and any new promise the action
-        declares: ("path", tiles, last step) or ("route", tiles, until) to record, else None.
+        declares: ("path", tiles, last step, -) or ("route", tiles, until, depart) to record,
+        else None.
 
         A path lists the tiles the agent promises to stand on after this move and each of its
         next ones: path[0] is where this move lands; a new path may extend a running one (the
         result is merged with the part of the running path it does not cover). A route lists
         tiles starting with the one the agent stands on: through step `until` it stands on route
-        tiles only, walking forward at most one route tile per step and pausing as it likes; it
-        may be declared only when no promise runs past this step.
+        tiles only, walking forward at most one route tile per step and pausing as it likes, and
+        it stays on route[0] through step `depart` (default: now). It may be declared when no
+        promise runs past this step, or while a route runs if the agent stands on that route's
+        last tile and departs no earlier than that route's end (it only narrows the promise).
         """
         tr = self._tracker
         name, s = self.possible_agents[i], tr.step[i]
         landing = self._landing(tr.pos[i], move)[0]
         where = f"action of agent {name!r} at step {s}"
         route = tr.route[i]
-        if route is not None and tr.path_end[i] > s:
+        running_route = route is not None and tr.path_end[i] > s
+        if running_route:
             k = tr.route_at[i]
-            if landing not in route[k:k + 2]:
-                nxt = route[min(k + 1, len(route) - 1)]
+            allowed = route[k:k + 1] if s + 1 <= tr.route_depart[i] else route[k:k + 2]
+            if landing not in allowed:
+                nxt = allowed[-1]
                 raise InvalidActionError(
-                    f"{where}: it declared a route through step {tr.path_end[i]} and stands on its tile {k}, "
-                    f"{route[k]}; this move lands on {landing}, off the route or past its next tile; a "
-                    f"declared route is a promise others already relied on: stay or move to {nxt} "
-                    f"(env.move_to(agent, {nxt}))")
+                    f"{where}: it declared a route through step {tr.path_end[i]} (departing after step "
+                    f"{tr.route_depart[i]}) and stands on its tile {k}, {route[k]}; this move lands on {landing}, "
+                    f"off the route or past where it may be at step {s + 1}; a declared route is a promise others "
+                    f"already relied on: stay or move to {nxt} (env.move_to(agent, {nxt}))")
         promised = tr.path_tile(i, s + 1)
         if promised is not None and landing != promised:
             raise InvalidActionError(
@@ -582,19 +588,32 @@ class AsyncParallelEnv:
                 f"already relied on: follow it (env.move_to(agent, {promised}))")
         if not isinstance(action, Mapping):
             return None
-        raw_path, raw_route, until = action.get("path"), action.get("route"), action.get("until")
+        raw_path, raw_route = action.get("path"), action.get("route")
+        until, depart = action.get("until"), action.get("depart")
         if raw_route is None:
-            if until is not None:
-                raise InvalidActionError(f"{where}: 'until' belongs to a declared 'route'; add the route or drop it")
+            if until is not None or depart is not None:
+                raise InvalidActionError(f"{where}: 'until' and 'depart' belong to a declared 'route'; add the "
+                                         f"route or drop them")
             if raw_path is None:
                 return None
             return self._check_path(i, where, raw_path, landing)
         if raw_path is not None:
             raise InvalidActionError(f"{where}: declare a 'path' or a 'route', not both")
-        if isinstance(until, bool) or not isinstance(until, (int, np.integer)) or not s < until <= self.max_steps:
+        if not _is_int(until) or not s < until <= self.max_steps:
             raise InvalidActionError(f"{where}: a 'route' needs 'until', the last step it holds, an int in "
                                      f"{s + 1}..{self.max_steps}; got {until!r}")
-        if tr.path_end[i] > s:
+        if depart is None:
+            depart = s
+        elif not _is_int(depart) or not s <= depart <= until:
+            raise InvalidActionError(f"{where}: 'depart', the last step on route[0], must be an int in "
+                                     f"{s}..{until} (until); got {depart!r}")
+        if running_route:
+            if tr.pos[i] != route[-1] or depart < tr.path_end[i]:
+                raise InvalidActionError(
+                    f"{where}: its route runs through step {tr.path_end[i]}; a new route may replace it only "
+                    f"from that route's last tile, {route[-1]}, departing at step {tr.path_end[i]} or later "
+                    f"(it stands on {tr.pos[i]}, departs after step {depart})")
+        elif tr.path_end[i] > s:
             raise InvalidActionError(f"{where}: its promise of step {tr.path_end[i]} still runs; a new route "
                                      f"may be declared from that step on")
         tiles = self._tile_list(where, "route", raw_route)
@@ -603,10 +622,11 @@ class AsyncParallelEnv:
                                      f"got {tiles[0]}")
         if len(set(tiles)) != len(tiles):
             raise InvalidActionError(f"{where}: a route visits each tile once; it repeats one of {tiles}")
-        if landing not in tiles[:2]:
+        allowed = tiles[:1] if depart > s else tiles[:2]
+        if landing not in allowed:
             raise InvalidActionError(f"{where}: this move lands on {landing}, but the route it declares "
-                                     f"goes on from {tiles[0]} to {tiles[1:2] or 'nowhere'}")
-        return "route", tiles, int(until)
+                                     f"allows only {allowed} at step {s + 1}")
+        return "route", tiles, int(until), int(depart)
 
     def _check_path(self, i: int, where: str, raw: Any, landing: Tile) -> tuple[str, list[Tile], int]:
         tr = self._tracker
@@ -629,7 +649,7 @@ class AsyncParallelEnv:
         # The earlier promise still holds beyond the new path's end.
         if tr.path_end[i] > s + len(tiles):
             tiles += tr.path[i][s + 1 + len(tiles) - tr.path_base[i]:]
-        return "path", tiles, s + len(tiles)
+        return "path", tiles, s + len(tiles), s
 
     def _tile_list(self, where: str, key: str, raw: Any) -> list[Tile]:
         """A non-empty list of walkable (x, y) tiles, each at most max_vel from the one before."""
@@ -782,6 +802,10 @@ def _padded_walkable(world: TileMap, max_vel: int) -> np.ndarray:
     out[v:v + world.height, v:v + world.width] = world.walkable
     out.setflags(write=False)
     return out
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:

@@ -16,9 +16,10 @@ Versioned agents may also hold a promise about their next tiles, one at a time:
   with a path is judged from its promised tile at the reader's step (or at the path's end, with
   the remaining steps as free moves): its reach shrinks to one tile;
 - a *declared route* (`set_route`): tiles it will walk along, one route tile per step at most,
-  pausing as it likes, until a given step. A laggard k route tiles along with d steps to go
-  before the reader's step is judged from the route tiles k..k+d (then free moves past the
-  promise's end): its reach shrinks from a ball to a stretch of the route.
+  pausing as it likes, not leaving the first before a departure step, until a given step. A
+  laggard k route tiles along with d steps to walk before the reader's step is judged from the
+  route tiles k..k+d (then free moves past the promise's end): its reach shrinks from a ball to
+  a stretch of the route.
 
 Agents are dense indices 0..n-1; names live in the env.
 """
@@ -76,6 +77,7 @@ class DependencyTracker:
         # Declared routes: i stands on route[i][route_at[i]] and only walks forward along it.
         self.route: list[list[Tile] | None] = [None] * n
         self.route_at: list[int] = [0] * n
+        self.route_depart: list[int] = [0] * n  # it stands on route[i][0] through this step
         self._route_index: list[dict[Tile, int] | None] = [None] * n
         # blockers found when the agent started its current step: its tracker dependencies.
         self.initial_blockers: list[int] = [0] * n
@@ -150,7 +152,8 @@ class DependencyTracker:
         """(tiles, free steps) for a laggard j on a declared route: at `step` it stands on one of
         `tiles` or, past the promise's end, within `free steps` of moves of one of them."""
         route, k, e, sj = self.route[j], self.route_at[j], self.path_end[j], self.step[j]
-        hi = min(k + min(step, e) - sj, len(route) - 1)
+        walk = min(step, e) - max(sj, self.route_depart[j])  # steps it may walk on before `step`
+        hi = min(k + max(0, walk), len(route) - 1)
         return route[k:hi + 1], max(0, step - e)
 
     def _blocks_pair(self, reader: int, j: int) -> bool:
@@ -186,16 +189,18 @@ class DependencyTracker:
         self.path_base[i] = first_step
         self.path_end[i] = first_step + len(self.path[i]) - 1
 
-    def set_route(self, i: int, tiles: Sequence[Tile], until: int) -> None:
+    def set_route(self, i: int, tiles: Sequence[Tile], until: int, depart: int | None = None) -> None:
         """Record that from its next step through step `until`, `i` stands on `tiles`, which
         start with the tile it stands on now, moving at most one route tile forward per step
-        (versioned rules only).
+        and not before step `depart` (it stands on tiles[0] through that step; default: its
+        current step) (versioned rules only).
 
         The env validates the route (distinct walkable tiles, legal moves between neighbours, no
-        other promise running) and enforces it; set it before committing `i`'s step, like a path.
-        Its reach at any later step is a stretch of the route inside the ball it would have
-        without it, and the stretch only shrinks as `i` walks or waits: the incremental argument
-        of `commit` holds.
+        other promise running, or a running route it only narrows) and enforces it; set it
+        before committing `i`'s step, like a path. Its reach at any later step is a stretch of
+        the route inside the ball it would have without it (or inside the running route's reach
+        it replaces), and the stretch only shrinks as `i` walks or waits: the incremental
+        argument of `commit` holds.
         """
         if not self.versioned:
             raise ValueError("declared routes need the versioned rules")
@@ -206,6 +211,7 @@ class DependencyTracker:
         self.route[i] = route
         self._route_index[i] = {q: k for k, q in enumerate(route)}
         self.route_at[i] = 0
+        self.route_depart[i] = self.step[i] if depart is None else int(depart)
         self.path_end[i] = int(until)
 
     def route_position(self, i: int, tile: Tile) -> int | None:

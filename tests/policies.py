@@ -165,8 +165,9 @@ class PromisingPolicy:
 
     A promise is a declared `"path"` (stay put, or walk a hashed sequence of legal moves, for
     1..16 steps) or a declared `"route"` (a stretch of up to 12 tiles of a shortest walk to a
-    pooled destination, held for 1..20 steps, along which it walks or pauses by hash). While a
-    promise runs the agent keeps it whatever it perceives. Deterministic in (seed, agent, its
+    pooled destination, held for 1..20 steps, sometimes departing a few steps later, along which
+    it walks or pauses by hash; at the route's end it may declare the next route, departing when
+    the running one ends). While a promise runs the agent keeps it whatever it perceives. Deterministic in (seed, agent, its
     observations), like the policy it wraps. Needs an env with rules="versioned".
     """
 
@@ -176,7 +177,7 @@ class PromisingPolicy:
         self.inner = ReactivePolicy(env, seed, destinations)
         self.offsets = me.spaces.move_offsets(env.max_vel)
         self.promise: dict[str, list[tuple[int, int]]] = {}
-        # agent -> (route tiles, index it stands on, last step of the promise)
+        # agent -> (route tiles, last step on its first tile, last step of the promise)
         self.route: dict[str, tuple[list[tuple[int, int]], int, int]] = {}
 
     def _move(self, here: tuple[int, int], to: tuple[int, int]) -> int:
@@ -192,11 +193,12 @@ class PromisingPolicy:
             nxt = todo.pop(0)
             return {"move": self._move(here, nxt), "activity": "keeping a promise"}
         if agent in self.route:
-            tiles, k, until = self.route[agent]
+            tiles, depart, until = self.route[agent]
             if step < until:
                 k = tiles.index(here)  # where the walk got to (it was a pause or a step)
-                walk = k + 1 < len(tiles) and h % 3 != 0
-                self.route[agent] = (tiles, k, until)
+                if k + 1 == len(tiles) and h % 4 == 0:
+                    return self._declare_route(agent, here, step, h, action, depart=until + (h >> 40) % 3)
+                walk = k + 1 < len(tiles) and step >= depart and h % 3 != 0
                 return {"move": self._move(here, tiles[k + 1] if walk else here), "activity": "on a route"}
             del self.route[agent]
         if h % 3:
@@ -218,7 +220,8 @@ class PromisingPolicy:
         self.promise[agent] = list(path[1:])
         return dict(action, path=path)
 
-    def _declare_route(self, agent: str, here: tuple[int, int], step: int, h: int, action: dict) -> dict:
+    def _declare_route(self, agent: str, here: tuple[int, int], step: int, h: int, action: dict,
+                       depart: int | None = None) -> dict:
         world, v = self.env.world, self.env.max_vel
         dest = self.inner.destinations[(h >> 8) % len(self.inner.destinations)]
         field = world.distance_field(dest, v)
@@ -228,11 +231,14 @@ class PromisingPolicy:
             d = field[y, x]
             tiles.append(next((x + dx, y + dy) for dx, dy in self.offsets
                               if world.is_walkable((x + dx, y + dy)) and field[y + dy, x + dx] == d - 1))
-        until = min(self.env.max_steps, step + 1 + (h >> 16) % 20)
-        walk = len(tiles) > 1 and (h >> 24) % 2 == 0
-        self.route[agent] = (tiles, 0, until)
+        if depart is None:
+            depart = step + (h >> 32) % 4 if (h >> 28) % 3 == 0 else step
+        until = min(self.env.max_steps, max(depart, step + 1) + (h >> 16) % 20)
+        depart = min(depart, until)
+        walk = len(tiles) > 1 and depart == step and (h >> 24) % 2 == 0
+        self.route[agent] = (tiles, depart, until)
         return dict(action, move=self._move(here, tiles[1] if walk else here), route=tiles, until=until,
-                    activity="declaring a route")
+                    depart=depart, activity="declaring a route")
 
 
 # -- driving loops ---------------------------------------------------------------------------

@@ -18,9 +18,10 @@ With `rules="versioned"` (the env keeps per-step state versions):
   step e) blocks A iff dist(A, p_min(Step_A, e)) <= max(0, Step_A - e) * max_vel + radius_p;
   validity is only checked for pairs whose laggard has no path running (while it has, readers
   ahead may stand anywhere its promised tiles are out of sight).
-- declared routes: a laggard B on tile k of its route r (held through step e) blocks A iff some
-  tile r_x, k <= x <= min(k + min(Step_A, e) - Step_B, len(r) - 1), has
-  dist(A, r_x) <= max(0, Step_A - e) * max_vel + radius_p (validity: as for paths).
+- declared routes: a laggard B on tile k of its route r (held through step e, leaving r_0 after
+  step d) blocks A iff some tile r_x, k <= x <= min(k + max(0, min(Step_A, e) - max(Step_B, d)),
+  len(r) - 1), has dist(A, r_x) <= max(0, Step_A - e) * max_vel + radius_p (validity: as for
+  paths).
 
 It deliberately shares no code with `metropolis_env.rules` / `tracker`, so that a mistake there
 cannot hide here.
@@ -76,12 +77,12 @@ class Analysis:
         for b, declared in enumerate(routes or ()):
             if declared is None:
                 continue
-            end, tiles, at = declared
+            end, tiles, at, depart = declared
             if end <= s[b]:
                 continue
             invalid[:, b] = False
             for a in np.flatnonzero(behind[:, b]):
-                last = min(at + min(int(s[a]), end) - int(s[b]), len(tiles) - 1)
+                last = min(at + max(0, min(int(s[a]), end) - max(int(s[b]), depart)), len(tiles) - 1)
                 near = min(max(abs(int(pts[a, 0]) - tx), abs(int(pts[a, 1]) - ty)) for tx, ty in tiles[at:last + 1])
                 self.blocked[a, b] = near <= max(0, int(s[a]) - end) * max_vel + radius_p
         self.invalid = invalid | invalid.T
@@ -173,7 +174,8 @@ def assert_env_matches(env, ready: dict | None = None) -> Analysis:
     tr = env._tracker  # declared paths and routes are inputs of the rules, like positions and steps
     paths = [(b, tuple(p)) if p is not None else None for b, p in zip(tr.path_base, tr.path)]
     # a route's input is where the agent stands on it, found from its tile (not the tracker's index)
-    routes = [(e, tuple(r), r.index(p)) if r is not None else None for e, r, p in zip(tr.path_end, tr.route, positions)]
+    routes = [(e, tuple(r), r.index(p), d) if r is not None else None
+              for e, r, p, d in zip(tr.path_end, tr.route, positions, tr.route_depart)]
     key = (env.radius_p, env.max_vel, env.max_steps, env.rules, tuple(positions), tuple(steps), tuple(paths),
            tuple(routes))
     if _last_analysis and _last_analysis[0] == key:

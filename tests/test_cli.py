@@ -56,3 +56,15 @@ def test_bad_bench_arguments_are_clear_errors(capsys):
     assert "--base-url" in capsys.readouterr().err
     assert main(["bench", "--gpu", "tpu-v9", "--steps", "2", "--no-progress", "--no-bounds"]) == 2
     assert "unknown GPU" in capsys.readouterr().err
+
+
+def test_best_sets_our_settings_and_refuses_to_mix_with_them(tmp_path, capsys):
+    out = tmp_path / "best.json"
+    assert main(["bench", "--best", "--window", "busy", "--steps", "40", "--modes", "async", "--no-progress",
+                 "--no-bounds", "--json", str(out)]) == 0
+    config = json.loads(out.read_text())["config"]
+    assert (config["bound"], config["rules"], config["lookahead"]) == ("map", "versioned", "persona")
+    assert main(["bench", "--best", "--rules", "paper", "--no-progress"]) == 2
+    assert "drop --rules paper" in capsys.readouterr().err
+    assert main(["bench", "--lookahead", "--steps", "2", "--no-progress", "--no-bounds"]) == 2
+    assert "needs --rules versioned" in capsys.readouterr().err

@@ -153,7 +153,7 @@ def test_declared_promises_are_used_and_release_agents(key):
     run_async(env, 0, ReplayPolicy(expected), schedule, check=assert_env_matches, expected=expected)
     with_promises = env.stats.tracker_per_step
     # The same actions without these declarations: the same run, more waiting.
-    dropped = {"path"} if key == "path" else {"route", "until"}
+    dropped = {"path"} if key == "path" else {"route", "until", "depart"}
     bare = Trajectories(expected.positions, expected.observations,
                         {a: [{k: v for k, v in act.items() if k not in dropped} for act in acts]
                          for a, acts in expected.actions.items()})

@@ -150,7 +150,11 @@ ROUTE = [(5, 5), (6, 5), (7, 5), (8, 5)]
     ({"move": STAY, "route": ROUTE, "until": 21}, r"an int in 1\.\.20"),
     ({"move": STAY, "route": ROUTE, "until": 3.0}, "needs 'until'"),
     ({"move": STAY, "route": ROUTE, "until": True}, "needs 'until'"),
-    ({"move": STAY, "until": 3}, "'until' belongs to a declared 'route'"),
+    ({"move": STAY, "until": 3}, "belong to a declared 'route'"),
+    ({"move": STAY, "depart": 3}, "belong to a declared 'route'"),
+    ({"move": STAY, "route": ROUTE, "until": 3, "depart": 4}, r"an int in 0\.\.3"),
+    ({"move": STAY, "route": ROUTE, "until": 3, "depart": "1"}, r"'depart'"),
+    ({"move": EAST, "route": ROUTE, "until": 3, "depart": 1}, r"allows only \[\(5, 5\)\] at step 1"),
     ({"move": STAY, "route": ROUTE, "until": 3, "path": [(5, 5)]}, "not both"),
     ({"move": STAY, "route": [], "until": 3}, "non-empty list"),
     ({"move": STAY, "route": [(6, 5), (7, 5)], "until": 3}, r"route\[0\] must be the tile the agent stands on"),
@@ -178,7 +182,8 @@ def test_a_declared_route_is_a_promise_the_env_enforces():
     env.step({"A": {"move": STAY, "route": ROUTE, "until": 4}})  # pausing on the route is fine
     before = env.snapshot()
     for bad, match in [(WEST, r"lands on \(4, 5\), off the route"),
-                       ({"move": STAY, "route": [(5, 5)], "until": 6}, "promise of step 4 still runs"),
+                       ({"move": STAY, "route": [(5, 5)], "until": 6}, "may replace it only from that route.s last tile"),
+                       ({"move": STAY, "route": [(5, 5)], "until": 6, "depart": 4}, r"last tile, \(8, 5\)"),
                        ({"move": STAY, "path": [(5, 5)]}, "route runs through step 4")]:
         with pytest.raises(me.errors.InvalidActionError, match=match):
             env.step({"A": bad})
@@ -191,6 +196,27 @@ def test_a_declared_route_is_a_promise_the_env_enforces():
     assert env._tracker.route[0] is None
     env.step({"A": {"move": 7, "route": [(7, 5), (7, 6)], "until": 6}})
     assert env.positions["A"] == (7, 6) and env._tracker.route_at[0] == 1
+
+
+def test_a_route_that_departs_later_holds_the_agent_and_may_follow_a_route_it_completes():
+    env = path_env(b=(28, 11))
+    env.step({"A": {"move": EAST, "route": [(5, 5), (6, 5)], "until": 3}})
+    env.step({"A": STAY})  # step 2, on the route's last tile
+    before = env.snapshot()
+    nxt = [(6, 5), (6, 6), (6, 7)]
+    for bad, match in [({"move": STAY, "route": nxt, "until": 6, "depart": 2}, "departing at step 3 or later"),
+                       ({"move": STAY, "route": nxt, "until": 6}, "departing at step 3 or later"),
+                       ({"move": STAY, "path": [(6, 5)]}, "route runs through step 3")]:
+        with pytest.raises(me.errors.InvalidActionError, match=match):
+            env.step({"A": bad})
+        assert env.snapshot() == before
+    env.step({"A": {"move": STAY, "route": nxt, "until": 6, "depart": 4}})  # narrows the running route
+    assert env._tracker.route[0] == nxt and env._tracker.path_end[0] == 6
+    with pytest.raises(me.errors.InvalidActionError, match=r"past where it may be at step 4"):
+        env.step({"A": {"move": 7}})  # (6, 6) before its departure
+    env.step({"A": STAY})
+    env.step({"A": {"move": 7}})  # step 4 -> 5 on (6, 6)
+    assert env.positions["A"] == (6, 6) and env._tracker.route_at[0] == 1
 
 
 def test_a_route_releases_an_agent_the_distance_alone_would_hold_back():

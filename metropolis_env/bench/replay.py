@@ -65,16 +65,16 @@ class ReplayTable:
         self.input_tokens = memoryview(np.ascontiguousarray(trace.input_tokens, dtype=np.int32))
         self.output_tokens = memoryview(np.ascontiguousarray(trace.output_tokens, dtype=np.int32))
         self._trace = weakref.ref(trace)
-        self._promises: dict[str, tuple[list[memoryview], list[memoryview]]] = {}
+        self._promises: dict[str, tuple[list[memoryview], ...]] = {}
 
-    def promises(self, lookahead: str) -> tuple[list[memoryview], list[memoryview]]:
+    def promises(self, lookahead: str) -> tuple[list[memoryview], ...]:
         """Per agent, the rows of `workloads.promises.lookahead_promises` of the trace: (end,
-        walk_end), computed on first use."""
+        walk_end, depart), computed on first use."""
         if lookahead not in self._promises:
             from ..workloads.promises import lookahead_promises
 
             got = lookahead_promises(self._trace(), lookahead)
-            self._promises[lookahead] = (_rows(got.end, np.int32), _rows(got.walk_end, np.int32))
+            self._promises[lookahead] = tuple(_rows(x, np.int32) for x in got)
         return self._promises[lookahead]
 
 
@@ -128,10 +128,9 @@ class TraceAgent:
         self._n_calls = table.n_calls[self.index]
         self._table = table
         if self.lookahead != "off":
-            ends, walk_ends = table.promises(self.lookahead)
-            self._promise_end, self._walk_end = ends[self.index], walk_ends[self.index]
+            self._promise_end, self._walk_end, self._depart = (rows[self.index] for rows in table.promises(self.lookahead))
         else:
-            self._promise_end = self._walk_end = None
+            self._promise_end = self._walk_end = self._depart = None
 
     def state_dict(self) -> None:
         # act() never changes a trace agent: workers that host it (RayExecutor) snapshot nothing,
@@ -144,7 +143,7 @@ class TraceAgent:
     def __getstate__(self) -> dict:
         # memoryviews do not pickle (checkpoints, Ray workers): rebuild them from the trace.
         d = dict(self.__dict__)
-        for k in ("_packed", "_moves", "_n_calls", "_table", "_promise_end", "_walk_end"):
+        for k in ("_packed", "_moves", "_n_calls", "_table", "_promise_end", "_walk_end", "_depart"):
             del d[k]
         return d
 
@@ -187,11 +186,12 @@ class TraceAgent:
                                   f"step {t}: more than max_vel; the trace is not replayable")
         if self._promise_end is not None and self._promise_end[t] > t:
             # What the persona knows ahead, through step e (workloads/promises.py says why):
-            # the route of its walk, or while asleep, conversing or settled its exact tiles.
+            # the route of its walk (once arrived: of its next walk), or its exact tiles.
             e = self._promise_end[t]
             w = self._walk_end[t]
             if w >= 0:
-                return {"move": move, "route": route_tiles(self.trace.positions[self.index], t, w), "until": e}
+                return {"move": move, "route": route_tiles(self.trace.positions[self.index], t, w), "until": e,
+                        "depart": self._depart[t]}
             return {"move": move, "path": [self._tile(u) for u in range(t + 1, e + 1)]}
         return {"move": move}
 

@@ -20,6 +20,10 @@ from ..runtime.metrics import RunMetrics
 from .replay import trace_agents, trace_env, word_prompt
 
 WINDOWS = ("full", "busy", "quiet")
+#: Dependency tracking as the paper does it (BenchConfig's defaults), and our best (`--best`):
+#: walls and rooms, per-step versions, the routes and stays personas know ahead (docs/RULES.md).
+PAPER_SETTINGS = {"bound": "box", "rules": "paper", "lookahead": "off"}
+BEST = {"bound": "map", "rules": "versioned", "lookahead": "persona"}
 
 #: How each kind of OpenAI-compatible server takes request priority and a fixed output length
 #: (see backends/openai_backend.py for the sources). "transformers" (`transformers serve`) has no
@@ -76,8 +80,8 @@ class BenchConfig:
         if self.lookahead not in LOOKAHEADS:
             raise ConfigError(f"unknown lookahead {self.lookahead!r}; choose from {LOOKAHEADS}")
         if self.lookahead != "off" and self.rules != "versioned":
-            raise ConfigError("--lookahead (declared paths) needs --rules versioned: the paper's rules "
-                              "cannot use a declared path")
+            raise ConfigError("--lookahead (declared paths and routes) needs --rules versioned: the paper's "
+                              "rules cannot use a declared promise")
         if self.window not in WINDOWS:
             raise ConfigError(f"unknown window {self.window!r}; choose from {WINDOWS}")
         if self.backend not in ("sim", "openai"):
@@ -185,6 +189,10 @@ def load_trace(cfg: BenchConfig):
         trace = load_workload(cfg.workload, agents=cfg.agents, seed=cfg.seed, window=cfg.window)
     if cfg.steps is not None and cfg.steps < trace.n_steps:
         trace = trace.window(0, cfg.steps)
+    if cfg.lookahead == "plan-ahead":
+        from ..workloads.promises import plan_ahead
+
+        trace = plan_ahead(trace)  # the workload of personas that plan ahead, for every mode
     return trace
 
 

@@ -44,49 +44,137 @@ import numpy as np
 from .walking import distance_field4
 
 
-#: What trace agents promise: nothing, what a persona knows (persona_promises), or everything.
-LOOKAHEADS = ("off", "persona", "clairvoyant")
+#: What trace agents promise: nothing, what a persona knows (persona_promises), the same for
+#: personas that plan their next activity on arrival (on the `plan_ahead` trace), or everything.
+LOOKAHEADS = ("off", "persona", "plan-ahead", "clairvoyant")
 
 
 class Promises(NamedTuple):
     """Per agent and step (int32 arrays): `end[a, t]` > t where agent a makes a promise at step
     t that holds through step end[a, t] (-1 elsewhere). It is a route where `walk_end[a, t]` >= 0:
     the tiles a walks from step t to its destination, which it stands on at step walk_end[a, t]
-    (`route_tiles`), else a path: its exact tiles of steps t+1..end[a, t]."""
+    (`route_tiles`), leaving its first tile after step `depart[a, t]`; else a path: its exact
+    tiles of steps t+1..end[a, t]."""
 
     end: np.ndarray
     walk_end: np.ndarray
+    depart: np.ndarray
 
 
 def lookahead_promises(trace, lookahead: str) -> Promises:
-    """`persona_promises` for "persona"; for "clairvoyant", every agent's whole remaining
-    trajectory as a path from the first step."""
-    if lookahead == "persona":
-        return persona_promises(trace)
+    """`persona_promises` for "persona" and "plan-ahead" (for the latter, `trace` is the
+    `plan_ahead` trace); for "clairvoyant", every agent's whole remaining trajectory as a path
+    from the first step."""
+    if lookahead in ("persona", "plan-ahead"):
+        return persona_promises(trace, plan_ahead=lookahead == "plan-ahead")
     if lookahead == "clairvoyant":
         out = np.full((trace.positions.shape[0], int(trace.n_steps)), -1, dtype=np.int32)
         out[:, 0] = int(trace.n_steps) - 1
-        return Promises(out, np.full(out.shape, -1, dtype=np.int32))
-    raise ValueError(f"lookahead must be 'persona' or 'clairvoyant', got {lookahead!r}")
+        return Promises(out, np.full(out.shape, -1, dtype=np.int32), np.full(out.shape, -1, dtype=np.int32))
+    raise ValueError(f"lookahead must be one of {LOOKAHEADS[1:]}, got {lookahead!r}")
 
 
-def persona_promises(trace) -> Promises:
-    """Paths while asleep, conversing or settled (`promise_ends`), and routes on the way to each
-    activity (module doc). Promises never overlap: each starts where the one before ended."""
+class _Leg(NamedTuple):
+    first: int     # its first step
+    last: int      # its last step
+    sleeping: bool
+    arrived: int   # the step it stood still on its destination while free to walk, or -1
+    until: int     # the last step it surely stays on its route: its next activity's planned start or before
+
+
+def persona_promises(trace, plan_ahead: bool = False) -> Promises:
+    """Routes on the way to each activity; paths while asleep, and while conversing or settled
+    where no route covers it (module doc). With `plan_ahead` (a trace made by `plan_ahead`),
+    also, from each arrival, the route on to the next activity. Promises never overlap: each
+    starts where the one before ended, or narrows a route it has completed."""
     end = promise_ends(trace)
     walk_end = np.full(end.shape, -1, dtype=np.int32)
+    depart = np.full(end.shape, -1, dtype=np.int32)
+    for a, legs in enumerate(_all_legs(trace)):
+        covered = -1  # the last step of the route promise running into the next leg
+        for i, leg in enumerate(legs):
+            if leg.sleeping or leg.arrived < 0:
+                continue
+            nxt = _planned_ahead(legs, i) if plan_ahead else None
+            go_on = nxt is not None and nxt.arrived >= 0  # its whole walk is in the trace
+            # the routes replace the paths of settled and conversing stretches they cover
+            end[a, leg.first:(leg.last + 1 if go_on else leg.until)] = -1
+            if covered <= leg.first and not (go_on and leg.arrived == leg.first):
+                # on its way (or already there): its walk, through its next activity's start
+                end[a, leg.first], walk_end[a, leg.first], depart[a, leg.first] = leg.until, leg.last + 1, leg.first
+            covered = -1
+            if go_on:
+                # arrived, and planned its next activity: it stays until that activity's start,
+                # then walks there
+                t = leg.arrived
+                end[a, t], walk_end[a, t], depart[a, t] = nxt.until, nxt.last + 1, leg.until
+                covered = nxt.until
+    return Promises(end, walk_end, depart)
+
+
+def _planned_ahead(legs: list, i: int):
+    """The leg after legs[i] if a plan-ahead persona plans it on arriving at legs[i]'s place:
+    the next activity follows at once and the persona is awake for it; else None."""
+    leg = legs[i]
+    nxt = legs[i + 1] if i + 1 < len(legs) else None
+    if leg.sleeping or leg.arrived < 0 or nxt is None or nxt.first != leg.last + 1 or nxt.sleeping:
+        return None
+    return nxt
+
+
+def plan_ahead(trace):
+    """The trace as played by personas that plan ahead: on arriving at an activity's place, a
+    persona makes the `plan_action` calls of its next activity (its decomposition and the
+    choice of its place, reverie's `_determine_action`) at once, instead of when that activity
+    begins. Same calls, tokens, tiles and conversations; only when the planning calls happen
+    changes (they join the chain of the arrival step, after its own calls). Personas then know
+    their next walk early (`persona_promises(..., plan_ahead=True)`).
+    """
+    from dataclasses import replace
+
+    kinds = list(trace.call_kinds)
+    if "plan_action" not in kinds:
+        return trace
+    plan = kinds.index("plan_action")
+    n = trace.n_agents
+    offsets = trace.call_offsets
+    cell = np.repeat(np.arange(n * trace.n_steps, dtype=np.int64), trace.n_calls.T.ravel())
+    moved = np.zeros(cell.shape, dtype=bool)
+    for a, legs in enumerate(_all_legs(trace)):
+        for i, leg in enumerate(legs):
+            nxt = _planned_ahead(legs, i)
+            if nxt is None:
+                continue
+            k = nxt.first * n + a
+            lo, hi = offsets[k], offsets[k + 1]
+            calls = np.arange(lo, hi)[trace.call_kind[lo:hi] == plan]
+            cell[calls] = leg.arrived * n + a
+            moved[calls] = True
+    order = np.lexsort((np.arange(cell.size), moved, cell))  # by cell, moved calls last, stable
+    counts = np.bincount(cell, minlength=n * trace.n_steps).reshape(trace.n_steps, n).T
+    meta = dict(trace.meta, plan_ahead_calls_moved=int(moved.sum()))
+    return replace(trace, name=f"{trace.name}+plan-ahead", n_calls=counts.astype(trace.n_calls.dtype),
+                   input_tokens=trace.input_tokens[order], output_tokens=trace.output_tokens[order],
+                   call_kind=trace.call_kind[order], meta=meta)
+
+
+def _all_legs(trace) -> list[list["_Leg"]]:
     steps = int(trace.n_steps)
     pos = np.asarray(trace.positions)
     partner = np.asarray(trace.partner)[:, :steps]
-    for a in range(end.shape[0]):
-        for s0, e0, sleeping in _legs(trace, a):
-            if sleeping or not _arrived(trace.world, pos[a], partner[a], s0, e0):
-                continue
-            for p, q in _route_pieces(partner[a], s0, e0):
-                # the route replaces the paths of settled stretches within it (it covers them)
-                end[a, p:q] = np.where(partner[a, p:q] >= 0, end[a, p:q], -1)
-                end[a, p], walk_end[a, p] = q, e0 + 1
-    return Promises(end, walk_end)
+    return [[_leg(trace.world, pos[a], partner[a], *leg) for leg in _legs(trace, a)] for a in range(trace.n_agents)]
+
+
+def _leg(world, pos: np.ndarray, partner: np.ndarray, first: int, last: int, sleeping: bool) -> _Leg:
+    arrived = -1 if sleeping else _arrival(world, pos, partner, first, last)
+    if partner[last] < 0:
+        until = last + 1
+    else:
+        # a conversation postponed the next activity: it was planned no earlier than its start
+        until = last
+        while until > first and partner[until - 1] >= 0:
+            until -= 1
+    return _Leg(first, last, sleeping, arrived, until)
 
 
 def _legs(trace, a: int):
@@ -113,34 +201,19 @@ def _legs(trace, a: int):
         t = u + 1
 
 
-def _arrived(world, pos: np.ndarray, partner: np.ndarray, s0: int, e0: int) -> bool:
-    """Whether the leg's tiles are a whole planned walk: the agent stands on the last one at a
-    step where it is free to walk (not conversing) and stays, and they form a shortest walk."""
+def _arrival(world, pos: np.ndarray, partner: np.ndarray, s0: int, e0: int) -> int:
+    """The first step the agent stands on the leg's last tile while free to walk (not
+    conversing) and stays, if the leg's tiles form a shortest walk (a whole planned walk, not a
+    prefix cut short by the next activity); else -1."""
     last = pos[e0 + 1]
     still = (pos[s0:e0 + 1] == last).all(axis=1) & (pos[s0 + 1:e0 + 2] == last).all(axis=1) & (partner[s0:e0 + 1] < 0)
     if not still.any():
-        return False
+        return -1
     tiles = _distinct(pos[s0:e0 + 2])
     field = distance_field4(world, (int(last[0]), int(last[1])))
-    return int(field[tiles[0][1], tiles[0][0]]) == len(tiles) - 1
-
-
-def _route_pieces(partner: np.ndarray, s0: int, e0: int):
-    """(p, q): a route declared at step p holds through step q, for the stretches of a leg
-    between its conversations (a conversation's last step declares the rest of the route)."""
-    p = s0
-    t = s0
-    while t <= e0:
-        if partner[t] >= 0:
-            c = t
-            while t + 1 <= e0 and partner[t + 1] >= 0:
-                t += 1
-            if c > p:
-                yield p, c
-            p = t  # the conversation's last step
-        t += 1
-    if e0 + 1 > p and partner[e0] < 0:
-        yield p, e0 + 1
+    if int(field[tiles[0][1], tiles[0][0]]) != len(tiles) - 1:
+        return -1
+    return s0 + int(np.argmax(still))
 
 
 def route_tiles(positions: np.ndarray, t: int, e: int) -> list[tuple[int, int]]:
