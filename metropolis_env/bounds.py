@@ -5,7 +5,10 @@ A bound is what the tracker's rules (see `rules.py`) are evaluated with. Contrac
   `max_vel` tiles per step) before an agent on tile `a` and one on tile `b` could perceive each
   other; 0 when they may perceive each other now.
 - it is never smaller than the box value `max(0, chebyshev(a, b) - radius_p)`, so that
-  searching the spatial index with `search_radius(h)` finds every agent whose hazard is <= h.
+  searching the spatial index with `search_radius(h)` finds every agent whose hazard is <= h;
+- it changes by at most `max_vel` when either tile makes one move (the tracker's incremental
+  updates rely on it, and so does its walk along a declared route, which skips tiles that
+  cannot be within reach yet).
 """
 
 from __future__ import annotations

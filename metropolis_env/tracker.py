@@ -148,28 +148,36 @@ class DependencyTracker:
             return self.path[j][e - self.path_base[j]], step - e
         return self.pos[j], step - self.step[j]
 
-    def route_reach(self, j: int, step: int) -> tuple[list[Tile], int]:
-        """(tiles, free steps) for a laggard j on a declared route: at `step` it stands on one of
-        `tiles` or, past the promise's end, within `free steps` of moves of one of them."""
-        route, k, e, sj = self.route[j], self.route_at[j], self.path_end[j], self.step[j]
+    def route_window(self, j: int, step: int) -> tuple[int, int, int]:
+        """(first, last, free steps) for a laggard j on a declared route: at `step` it stands on
+        one of route tiles first..last or, past the promise's end, within `free steps` of moves
+        of one of them."""
+        k, e, sj = self.route_at[j], self.path_end[j], self.step[j]
         walk = min(step, e) - max(sj, self.route_depart[j])  # steps it may walk on before `step`
-        hi = min(k + max(0, walk), len(route) - 1)
-        return route[k:hi + 1], max(0, step - e)
+        return k, min(k + max(0, walk), len(self.route[j]) - 1), max(0, step - e)
 
     def _blocks_pair(self, reader: int, j: int) -> bool:
         """Whether laggard j blocks `reader` (one pair, any rules; used on re-checks)."""
         sr = self.step[reader]
         gap = sr - self.step[j]
         if self.versioned and self.path_end[j] > self.step[j]:
-            if gap < 1:
+            hazard, pr, v = self.bound.hazard, self.pos[reader], self.max_vel
+            if gap < 1 or hazard(pr, self.pos[j]) > gap * v:
+                return False  # out of reach even without the promise, whose reach lies within
+            route = self.route[j]
+            if route is not None:
+                x, last, free = self.route_window(j, sr)
+                budget = free * v
+                while x <= last:
+                    h = hazard(pr, route[x])
+                    if h <= budget:
+                        return True
+                    # the hazard changes by at most v per move (bounds.py): the next tiles
+                    # along the route cannot come within budget sooner
+                    x += -(-(h - budget) // v)
                 return False
-            hazard, pr = self.bound.hazard, self.pos[reader]
-            if self.route[j] is not None:
-                tiles, free = self.route_reach(j, sr)
-                budget = free * self.max_vel
-                return any(hazard(pr, q) <= budget for q in tiles)
             q, free = self.reach(j, sr)
-            return hazard(pr, q) <= free * self.max_vel
+            return hazard(pr, q) <= free * v
         return self._blocks_rule(self.bound.hazard(self.pos[reader], self.pos[j]), gap, self.max_vel)
 
     # -- updates ---------------------------------------------------------------------------
@@ -240,7 +248,7 @@ class DependencyTracker:
         - a laggard walking its declared path keeps the same promised tile and free steps for
           every reader, and at the path's end its reach is the same either way (see reach);
         - a laggard on a declared route that waits or walks one route tile keeps or loses tiles of
-          the stretch it is judged by (route_reach), never gains one.
+          the stretch it is judged by (route_window), never gains one.
         """
         members = list(members)
         for m, p in zip(members, new_positions):

@@ -1,7 +1,9 @@
-"""`metropolis-env sweep`: the variants section (bound x rules) on a tiny grid."""
+"""`metropolis-env sweep`: the variants section (bound x rules x lookahead) and our best
+settings beside the paper's, on a tiny grid."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import metropolis_env.bench.sweep as sweep
@@ -17,13 +19,15 @@ def test_variant_comparison_runs_every_variant_on_one_trace_and_reuses_sync_and_
     rows = sweep.run_bound_comparison(base, progress=False, done=[grid])
     assert len(rows) == 1 and set(rows[0]) == set(sweep.VARIANTS)
     assert rows[0][sweep.VARIANTS[0]] is grid
-    for (bound, rules), r in rows[0].items():
-        assert (r.config.bound, r.config.rules) == (bound, rules)
+    for (bound, rules, lookahead), r in rows[0].items():
+        assert (r.config.bound, r.config.rules, r.config.lookahead) == (bound, rules, lookahead)
         # Every variant replays the same calls.
         assert r.runs["async"].llm_calls == grid.runs["sync"].llm_calls
     # The versioned rules wait for fewer agents than the paper's on the same trace.
-    paper = rows[0]["box", "paper"].runs["async"].deps_per_agent_step
-    assert rows[0]["map", "versioned"].runs["async"].deps_per_agent_step < paper
+    paper = rows[0]["box", "paper", "off"].runs["async"].deps_per_agent_step
+    assert rows[0]["map", "versioned", "off"].runs["async"].deps_per_agent_step < paper
+    assert sweep.VARIANTS[-1] == ("map", "versioned", "persona")
+    assert rows[0][sweep.VARIANTS[-1]].runs["async"].deps_per_agent_step < paper
     text = sweep.render_bounds(rows)
     line = next(l for l in text.splitlines() if l.startswith("| busy | 25 | 8 |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
@@ -38,8 +42,19 @@ def test_sweep_keeps_the_hand_written_notes_of_the_report(tmp_path, monkeypatch)
     monkeypatch.setattr(sweep, "QUICK_GRID", [("busy", 25, 8)])
     out = tmp_path / "RESULTS.md"
     out.write_text("# old generated table\n| stale |\n\n" + sweep.NOTES_MARKER + "\n## Reading the gaps\nkept text\n")
-    sweep.run_sweep(str(out), quick=True, progress=False, base=BenchConfig(steps=20, progress=False))
+    sweep.run_sweep(str(out), quick=True, progress=False, base=BenchConfig(steps=20, progress=False),
+                    json_path=str(tmp_path / "r.json"))
     text = out.read_text()
     assert "| stale |" not in text and "## Headline numbers" in text
     assert text.endswith(sweep.NOTES_MARKER + "\n## Reading the gaps\nkept text\n")
     assert text.count(sweep.NOTES_MARKER) == 1
+    # the grid point ran with the paper's settings and async again with our best, on one trace
+    runs = json.loads((tmp_path / "r.json").read_text())
+    assert [(r["config"]["rules"], r["config"]["lookahead"]) for r in runs] == [("paper", "off"), ("versioned", "persona")]
+    paper, best = ({m["mode"]: m for m in r["runs"]} for r in runs)
+    assert best["async"]["llm_calls"] == paper["sync"]["llm_calls"]
+    row = next(l for l in text.splitlines() if l.startswith("| busy | 25 | 8 |") and "x, " in l)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[6] == f"{best['async']['completion_time_s']:.0f}"
+    ratio = paper["sync"]["completion_time_s"] / best["async"]["completion_time_s"]
+    assert cells[8] == f"{paper['async']['speedup_vs_sync']:.2f}x, {ratio:.2f}x"

@@ -150,13 +150,13 @@ def _trust_path_one_step_more(honest):
 
 def _trust_route_one_tile_less(honest):
     def trusting(self, j, step):
-        tiles, free = honest(self, j, step)
-        return (tiles[:-1] or tiles), free
+        first, last, free = honest(self, j, step)
+        return first, max(first, last - 1), free
     return trusting
 
 
 @pytest.mark.parametrize("method,loosen", [("reach", _trust_path_one_step_more),
-                                           ("route_reach", _trust_route_one_tile_less)])
+                                           ("route_window", _trust_route_one_tile_less)])
 def test_checks_catch_a_promise_trusted_one_step_too_far(monkeypatch, method, loosen):
     """A tracker that lets a laggard's declared path count for one step more than it covers, or
     that judges a laggard on a declared route as if it could not reach the farthest tile of its

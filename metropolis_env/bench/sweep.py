@@ -8,7 +8,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .runner import BenchConfig, BenchResult, load_trace, run_bench
+from .runner import BEST, BenchConfig, BenchResult, load_trace, run_bench
 
 #: The paper's headline numbers (shared/design/PAPER.md; Llama-3-8B on NVIDIA L4).
 #: key: (window, agents, gpus) -> {"vs_single", "vs_sync", "pct_oracle", "par_async", "par_sync"}
@@ -40,56 +40,70 @@ def _modes(window: str, agents: int) -> tuple[str, ...]:
     return ("single", "sync", "async", "oracle") if agents <= 500 else ("sync", "async", "oracle")
 
 
-#: Beyond the paper: dependency bound x rules, (bound, rules); the first is the paper's.
-VARIANTS = (("box", "paper"), ("map", "paper"), ("box", "versioned"), ("map", "versioned"))
+#: Beyond the paper: dependency tracking variants, (bound, rules, lookahead); the first is the
+#: paper's, the last our best (BEST, `bench --best`).
+VARIANTS = (("box", "paper", "off"), ("map", "paper", "off"), ("box", "versioned", "off"),
+            ("map", "versioned", "off"), (BEST["bound"], BEST["rules"], BEST["lookahead"]))
 #: The points compared across VARIANTS: the paper's headline points, (window, agents, gpus).
 BOUND_GRID = [("full", 25, 1), ("full", 25, 8), ("busy", 25, 8), ("busy", 100, 1), ("busy", 100, 8),
               ("busy", 500, 8), ("busy", 1000, 8), ("quiet", 25, 8), ("quiet", 100, 8), ("quiet", 500, 8)]
 SECTIONS = ("grid", "priority", "bounds")
 
 
+def _variant(cfg: BenchConfig) -> tuple[str, str, str]:
+    return cfg.bound, cfg.rules, cfg.lookahead
+
+
+def _point(cfg: BenchConfig) -> tuple[str, int, int]:
+    return cfg.window, cfg.agents, cfg.gpus
+
+
 def run_bound_comparison(base: BenchConfig, progress: bool = True,
-                         done: list[BenchResult] = ()) -> list[dict[tuple[str, str], BenchResult]]:
+                         done: list[BenchResult] = ()) -> list[dict[tuple[str, str, str], BenchResult]]:
     """For each point of BOUND_GRID, {variant: result} on the same trace.
 
     sync and oracle do not depend on the tracker, so they run once per point (with the paper's
-    variant, or taken from `done`, the grid's results) and the other variants run async only.
+    variant, or taken from `done`, the grid's results) and the other variants run async only
+    (or are taken from `done` too).
     """
-    reuse = {(r.config.window, r.config.agents, r.config.gpus): r for r in done
-             if (r.config.bound, r.config.rules) == VARIANTS[0] and r.config.policy == base.policy
-             and {"sync", "async", "oracle"} <= set(r.runs)}
+    reuse = {(_point(r.config), _variant(r.config)): r for r in done if r.config.policy == base.policy}
     out = []
     for window, agents, gpus in BOUND_GRID:
         cfg = replace(base, window=window, agents=agents, gpus=gpus, modes=("sync", "async", "oracle"),
                       lower_bounds=False, progress=progress)
         trace = None
         row = {}
-        for bound, rules in VARIANTS:
-            got = reuse.get((window, agents, gpus)) if (bound, rules) == VARIANTS[0] else None
-            if got is None:
-                trace = trace if trace is not None else load_trace(cfg)
-                modes = cfg.modes if (bound, rules) == VARIANTS[0] else ("async",)
-                got = run_bench(replace(cfg, bound=bound, rules=rules, modes=modes), trace=trace)
-            row[bound, rules] = got
+        for variant in VARIANTS:
+            got = reuse.get(((window, agents, gpus), variant))
+            if got is not None and (variant != VARIANTS[0] or {"sync", "async", "oracle"} <= set(got.runs)):
+                row[variant] = got
+                continue
+            trace = trace if trace is not None else load_trace(cfg)
+            bound, rules, lookahead = variant
+            modes = cfg.modes if variant == VARIANTS[0] else ("async",)
+            row[variant] = run_bench(replace(cfg, bound=bound, rules=rules, lookahead=lookahead, modes=modes),
+                                     trace=trace)
         out.append(row)
         print(f"[sweep] variants {window} {agents} agents {gpus} GPUs: async/sync " + ", ".join(
-            f"{b}/{r} {_vs(row, (b, r), 'sync'):.2f}x" for b, r in VARIANTS), flush=True)
+            f"{'+'.join(v)} {_vs(row, v, 'sync'):.2f}x" for v in VARIANTS), flush=True)
     return out
 
 
-def _vs(row: dict, variant: tuple[str, str], base_mode: str) -> float:
+def _vs(row: dict, variant: tuple[str, str, str], base_mode: str) -> float:
     """Completion time of `base_mode` (run with the paper's variant) over `variant`'s async."""
     return (row[VARIANTS[0]].runs[base_mode].completion_time_s
             / row[variant].runs["async"].completion_time_s)
 
 
-def render_bounds(rows: list[dict[tuple[str, str], BenchResult]]) -> str:
-    names = " / ".join(f"{b}+{r}" for b, r in VARIANTS)
-    lines = ["## Beyond the paper: map-aware bound and versioned rules", "",
+def render_bounds(rows: list[dict[tuple[str, str, str], BenchResult]]) -> str:
+    names = " / ".join("+".join(v[:2]) + ("" if v[2] == "off" else f"+{v[2]}") for v in VARIANTS)
+    lines = ["## Beyond the paper: map-aware bound, versioned rules, declared routes", "",
              f"Async runs of each variant ({names}) on the same trace; sync and oracle are the "
              "same for all. `map`: walking distance around walls and rooms (docs/MAP_BOUND.md). "
              "`versioned`: the env keeps each agent's state per step, so there is no coupling and a "
-             "laggard blocks one move less (metropolis_env/rules.py). Dependencies per agent-step: "
+             "laggard blocks one move less (metropolis_env/rules.py). `persona`: trace agents declare "
+             "what a Generative Agents persona knows ahead, its walks as routes and its stays "
+             "(docs/RULES.md, metropolis_env/workloads/promises.py). Dependencies per agent-step: "
              "as the tracker makes agents wait (blocked by or coupled with, itself included), "
              "next to the true ones (agents really perceived).", "",
              f"| window | agents | GPUs | async/sync ({names}) | paper | % of oracle | "
@@ -111,10 +125,14 @@ def render_bounds(rows: list[dict[tuple[str, str], BenchResult]]) -> str:
 def run_sweep(out: str = "docs/RESULTS.md", quick: bool = False, progress: bool = True,
               json_path: str | None = None, base: BenchConfig | None = None,
               sections: tuple[str, ...] = SECTIONS) -> list[BenchResult]:
-    """Run the grid and write the markdown report; returns every BenchResult."""
+    """Run the grid and write the markdown report; returns every BenchResult.
+
+    Each grid point runs its modes with `base`'s settings (the paper's by default) and async
+    once more with our best settings (BEST) on the same trace."""
     base = base or BenchConfig(progress=progress)
     grid = (QUICK_GRID if quick else FULL_GRID) if "grid" in sections else []
     results: list[BenchResult] = []
+    best: list[BenchResult] = []
     traces: dict = {}
     t0 = time.perf_counter()
     for window, agents, gpus in grid:
@@ -124,8 +142,11 @@ def run_sweep(out: str = "docs/RESULTS.md", quick: bool = False, progress: bool 
         if key not in traces:
             traces = {key: load_trace(cfg)}  # keep one trace in memory at a time
         results.append(run_bench(cfg, trace=traces[key]))
+        if _variant(cfg) != VARIANTS[-1]:
+            best.append(run_bench(replace(cfg, **BEST, modes=("async",), lower_bounds=False), trace=traces[key]))
         print(f"[sweep] {window} {agents} agents {gpus} GPUs: async/sync "
-              f"{results[-1].ratio('async', 'sync'):.2f}x ({time.perf_counter() - t0:.0f} s so far)", flush=True)
+              f"{results[-1].ratio('async', 'sync'):.2f}x, best {_best_ratio(results[-1], best, 'sync'):.2f}x "
+              f"({time.perf_counter() - t0:.0f} s so far)", flush=True)
     priority: list[BenchResult] = []
     if not quick and "priority" in sections:
         for gpus in (4, 8):
@@ -133,8 +154,9 @@ def run_sweep(out: str = "docs/RESULTS.md", quick: bool = False, progress: bool 
                 cfg = replace(base, window="busy", agents=500, gpus=gpus, policy=policy,
                               modes=("async", "oracle"), lower_bounds=False, progress=progress)
                 priority.append(run_bench(cfg, trace=load_trace(cfg)))
-    variant_rows = run_bound_comparison(base, progress, results) if "bounds" in sections and not quick else []
-    text = render_results(results, priority, time.perf_counter() - t0, base)
+    variant_rows = (run_bound_comparison(base, progress, results + best)
+                    if "bounds" in sections and not quick else [])
+    text = render_results(results, best, priority, time.perf_counter() - t0, base)
     if variant_rows:
         text += "\n" + render_bounds(variant_rows)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -143,9 +165,19 @@ def run_sweep(out: str = "docs/RESULTS.md", quick: bool = False, progress: bool 
         text += f"\n![async/sync speedup vs agents]({figure.relative_to(Path(out).parent)})\n"
     Path(out).write_text(text + kept_notes(Path(out)))
     if json_path:
-        flat = results + priority + [r for row in variant_rows for v, r in row.items() if v != VARIANTS[0]]
+        done = {id(r) for r in results + best}
+        flat = results + best + priority + [r for row in variant_rows for r in row.values() if id(r) not in done]
         Path(json_path).write_text(json.dumps([r.to_json() for r in flat], indent=1))
-    return results + priority
+    return results + best + priority
+
+
+def _best_ratio(r: BenchResult, best: list[BenchResult], base_mode: str) -> float | None:
+    """`base_mode` of r (the paper's settings) over async with our best settings on the same
+    point and trace (r itself when r already ran with them)."""
+    mine = next((b for b in best if _point(b.config) == _point(r.config) and b.config.seed == r.config.seed), r)
+    if base_mode not in r.runs or "async" not in mine.runs:
+        return None
+    return r.runs[base_mode].completion_time_s / mine.runs["async"].completion_time_s
 
 
 #: Everything below this line in the output file is written by people and kept by the sweep.
@@ -183,23 +215,29 @@ def _p(v) -> str:
     return "-" if v is None else f"{v:.1f}%"
 
 
-def render_results(results: list[BenchResult], priority: list[BenchResult], wall_s: float,
-                   base: BenchConfig) -> str:
+def render_results(results: list[BenchResult], best: list[BenchResult], priority: list[BenchResult],
+                   wall_s: float, base: BenchConfig) -> str:
+    settings = ", ".join(f"{k} `{getattr(base, k)}`" for k in BEST)
     lines = [
         "# Results: out-of-order vs global sync, reproduced",
         "",
         f"Produced by `metropolis-env sweep` ({wall_s / 60:.1f} min wall on {platform.machine()}, "
         f"Python {platform.python_version()}). Workload `{base.workload}` (seed {base.seed}), simulated "
-        f"server `{base.model}` on `{base.gpu}`, policy `{base.policy}`, bound `{base.bound}`. "
-        "Paper numbers are from AI Metropolis (MLSys 2025), Llama-3-8B on NVIDIA L4.",
+        f"server `{base.model}` on `{base.gpu}`, policy `{base.policy}`. Paper numbers are from AI "
+        "Metropolis (MLSys 2025), Llama-3-8B on NVIDIA L4.",
+        "",
+        f"Every point runs each mode with the paper's dependency tracking ({settings}), and async once "
+        f"more with our best (`bench --best`: {', '.join(f'{k} `{v}`' for k, v in BEST.items())}) on the "
+        "same trace; sync, single and oracle do not depend on the tracker.",
         "",
         "## Headline numbers, ours beside the paper's",
         "",
-        "| window | agents | GPUs | async/sync (ours / paper) | async/single (ours / paper) | "
-        "% of oracle (ours / paper) | parallelism async, sync (ours / paper) |",
+        "| window | agents | GPUs | async/sync (ours best / paper's rules / paper) | async/single (best / "
+        "paper's rules / paper) | % of oracle (best / paper's rules / paper) | parallelism async, sync "
+        "(paper's rules / paper) |",
         "|---|---|---|---|---|---|---|",
     ]
-    by_key = {(r.config.window, r.config.agents, r.config.gpus): r for r in results}
+    by_key = {_point(r.config): r for r in results}
     for key, paper in PAPER.items():
         r = by_key.get(key)
         if r is None:
@@ -207,25 +245,30 @@ def render_results(results: list[BenchResult], priority: list[BenchResult], wall
         ours_par = f"{r.runs['async'].parallelism:.2f}, {r.runs['sync'].parallelism:.2f}"
         paper_par = (f"{paper.get('par_async', '-')}, {paper.get('par_sync', '-')}"
                      if "par_async" in paper else "-")
-        oracle = r.ratio("async", "oracle")
+        oracle, best_oracle = r.ratio("async", "oracle"), _best_ratio(r, best, "oracle")
         lines.append(
-            f"| {key[0]} | {key[1]} | {key[2]} | {_x(r.ratio('async', 'sync'))} / {_x(paper.get('vs_sync'))} | "
-            f"{_x(r.ratio('async', 'single'))} / {_x(paper.get('vs_single'))} | "
+            f"| {key[0]} | {key[1]} | {key[2]} | {_x(_best_ratio(r, best, 'sync'))} / {_x(r.ratio('async', 'sync'))} / "
+            f"{_x(paper.get('vs_sync'))} | {_x(_best_ratio(r, best, 'single'))} / {_x(r.ratio('async', 'single'))} / "
+            f"{_x(paper.get('vs_single'))} | {_p(None if best_oracle is None else 100 * best_oracle)} / "
             f"{_p(None if oracle is None else 100 * oracle)} / {_p(paper.get('pct_oracle'))} | "
             f"{ours_par} / {paper_par} |")
     lines += ["", "## Whole grid", "",
-              "| window | agents | GPUs | single (s) | sync (s) | async (s) | oracle (s) | async/sync | "
-              "% of oracle | parallelism async / sync | deps/agent-step async | critical (s) | gpu-limit (s) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| window | agents | GPUs | single (s) | sync (s) | async (s) | async best (s) | oracle (s) | "
+              "async/sync (paper's rules, best) | % of oracle (paper's rules, best) | parallelism async / sync | "
+              "deps/agent-step async (paper's rules, best) | critical (s) | gpu-limit (s) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         t = {m: r.runs[m].completion_time_s for m in r.runs}
-        oracle = r.ratio("async", "oracle")
+        mine = next((b for b in best if _point(b.config) == _point(r.config)), r)
+        oracle, best_oracle = r.ratio("async", "oracle"), _best_ratio(r, best, "oracle")
         lines.append(
             f"| {r.config.window} | {r.config.agents} | {r.config.gpus} | {t.get('single', float('nan')):.0f} | "
-            f"{t['sync']:.0f} | {t['async']:.0f} | {t.get('oracle', float('nan')):.0f} | "
-            f"{_x(r.ratio('async', 'sync'))} | {_p(None if oracle is None else 100 * oracle)} | "
+            f"{t['sync']:.0f} | {t['async']:.0f} | {mine.runs['async'].completion_time_s:.0f} | "
+            f"{t.get('oracle', float('nan')):.0f} | "
+            f"{_x(r.ratio('async', 'sync'))}, {_x(_best_ratio(r, best, 'sync'))} | "
+            f"{_p(None if oracle is None else 100 * oracle)}, {_p(None if best_oracle is None else 100 * best_oracle)} | "
             f"{r.runs['async'].parallelism:.2f} / {r.runs['sync'].parallelism:.2f} | "
-            f"{r.runs['async'].deps_per_agent_step:.2f} | "
+            f"{r.runs['async'].deps_per_agent_step:.2f}, {mine.runs['async'].deps_per_agent_step:.2f} | "
             f"{'-' if r.critical_s is None else f'{r.critical_s:.0f}'} | "
             f"{'-' if r.gpu_limit_s is None else f'{r.gpu_limit_s:.0f}'} |")
     if priority:

@@ -1,34 +1,40 @@
-"""What a Generative Agents persona knows of its own next tiles, for declared paths.
+"""What a Generative Agents persona knows of its own next tiles, for declared paths and routes.
 
 With the versioned rules an agent may declare the tiles it will stand on next (`"path"` in its
-action, see docs/RULES.md); the env then holds it to that promise. A trace agent may only
-promise what the persona it replays could have known and would not have revised:
-
-- **sleeping**: reverie's personas do not react while asleep, and the wake-up time is part of
-  the day plan made at midnight, so a sleeper knows its tiles until its sleep ends;
-- **conversing**: the conversation is generated when it starts and sets both partners'
-  `chatting_end_time`; neither reacts to anything else meanwhile and both stand still;
-- **settled at its activity**: once a persona has walked to the object of its current sub-task,
-  it stays on that tile until the sub-task's planned end (the decomposition fixes its duration).
-  A reaction can cut the sub-task short, but the reactions that can reach a settled persona
-  (a conversation) keep it standing where it is; so it may promise its tile up to the step the
-  sub-task ends in the trace, which is never later than the planned end.
+action) or a route it will keep to (`"route"`, see docs/RULES.md); the env then holds it to that
+promise. A trace agent may only promise what the persona it replays could have known and would
+not have revised:
 
 - **on its way**: a persona plans its walk to the place of an activity when the activity
-  begins (a shortest path, `walking.path4`) and then follows it, one tile per step, until the
-  next activity of its day plan begins (made at midnight, so known). A reaction can stop it (a
+  begins (the `plan_action` calls of that step choose the place; a shortest path,
+  `walking.path4`) and then follows it, one tile per step, until the next activity of its day
+  plan begins (the plan is made at midnight, so that step is known). A reaction can stop it (a
   conversation: it stands still, then walks on along the same path), never send it elsewhere.
-  So from each activity's start it may declare its path as a *route* (`"route"`/`"until"`:
-  on these tiles, walking forward or pausing) through the step its next activity is planned.
+  So at each activity's start it may declare its path as a *route* (on these tiles, walking
+  forward or pausing) through the step its next activity is planned; once arrived it stays on
+  the route's last tile, so the route covers its stay and its conversations too;
+- **sleeping**: reverie's personas do not react while asleep, and the wake-up time is part of
+  the day plan, so a sleeper knows its tiles until its sleep ends (a path);
+- **conversing**, where no route covers it: the conversation is generated when it starts and
+  sets both partners' `chatting_end_time`; neither reacts to anything else meanwhile and both
+  stand still (a path);
+- **settled at its activity**, where no route covers it: once a persona has walked to the object
+  of its current sub-task, it stays on that tile until the sub-task's planned end (a path).
 
 Route promises are only made where the trace shows the premise: the agent reaches the end of
 the leg's tiles and stands there while free to walk (it arrived: the route is its whole planned
-path, not a prefix cut short by the next activity), and those tiles form a shortest walk (as a
-planned path does). A route ends where a conversation begins, so that the conversation's exact
-promise (standing still) can take over, and the rest of the route is declared again when the
-conversation ends; ending a promise early only ever promises less than the persona knows. When
-a conversation postpones the next activity (reverie starts it when the conversation ends), the
-route ends where that conversation begins, a step the planned start cannot precede.
+path, not a prefix cut short by the next activity). In recorded reverie runs a persona plans a
+new path after a conversation, which it could not know before: there, a leg with a
+conversation before the arrival gets no route. When a conversation postpones the next activity
+(reverie starts it when the conversation ends), the route ends where that conversation begins,
+a step the planned start cannot precede; ending a promise early only ever promises less than
+the persona knows.
+
+"plan-ahead" is the same for personas that make the `plan_action` calls of their next activity
+as soon as they arrive at the current one (`plan_ahead` moves those calls in the trace, for
+every mode): they then know their next walk early, and declare it on arrival as a route that
+departs when the next activity is planned to begin. It changes when calls happen, so it is a
+variant of the workload, measured against its own sync and oracle.
 
 `LOOKAHEADS` also names "clairvoyant": every agent promises its whole remaining trajectory at
 its first step. No persona knows that much; it is the upper bound of what lookahead can give
@@ -40,8 +46,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-
-from .walking import distance_field4
 
 
 #: What trace agents promise: nothing, what a persona knows (persona_promises), the same for
@@ -162,11 +166,14 @@ def _all_legs(trace) -> list[list["_Leg"]]:
     steps = int(trace.n_steps)
     pos = np.asarray(trace.positions)
     partner = np.asarray(trace.partner)[:, :steps]
-    return [[_leg(trace.world, pos[a], partner[a], *leg) for leg in _legs(trace, a)] for a in range(trace.n_agents)]
+    # genagents-day's personas walk on along the same path after a conversation; reverie's
+    # (recorded runs) plan a new one, which they did not know before
+    replans = trace.meta.get("workload") != "genagents-day"
+    return [[_leg(pos[a], partner[a], *leg, replans) for leg in _legs(trace, a)] for a in range(trace.n_agents)]
 
 
-def _leg(world, pos: np.ndarray, partner: np.ndarray, first: int, last: int, sleeping: bool) -> _Leg:
-    arrived = -1 if sleeping else _arrival(world, pos, partner, first, last)
+def _leg(pos: np.ndarray, partner: np.ndarray, first: int, last: int, sleeping: bool, replans: bool) -> _Leg:
+    arrived = -1 if sleeping else _arrival(pos, partner, first, last, replans)
     if partner[last] < 0:
         until = last + 1
     else:
@@ -201,19 +208,19 @@ def _legs(trace, a: int):
         t = u + 1
 
 
-def _arrival(world, pos: np.ndarray, partner: np.ndarray, s0: int, e0: int) -> int:
+def _arrival(pos: np.ndarray, partner: np.ndarray, s0: int, e0: int, replans: bool) -> int:
     """The first step the agent stands on the leg's last tile while free to walk (not
-    conversing) and stays, if the leg's tiles form a shortest walk (a whole planned walk, not a
-    prefix cut short by the next activity); else -1."""
+    conversing) and stays: it arrived, so the leg's tiles are its whole planned walk, not a
+    prefix cut short by the next activity; else -1. With `replans` (personas that plan a new
+    path after a conversation), also -1 if a conversation came before the arrival."""
     last = pos[e0 + 1]
     still = (pos[s0:e0 + 1] == last).all(axis=1) & (pos[s0 + 1:e0 + 2] == last).all(axis=1) & (partner[s0:e0 + 1] < 0)
     if not still.any():
         return -1
-    tiles = _distinct(pos[s0:e0 + 2])
-    field = distance_field4(world, (int(last[0]), int(last[1])))
-    if int(field[tiles[0][1], tiles[0][0]]) != len(tiles) - 1:
+    arrived = s0 + int(np.argmax(still))
+    if replans and (partner[s0:arrived] >= 0).any():
         return -1
-    return s0 + int(np.argmax(still))
+    return arrived
 
 
 def route_tiles(positions: np.ndarray, t: int, e: int) -> list[tuple[int, int]]:
