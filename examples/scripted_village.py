@@ -2,6 +2,7 @@
 
     python examples/scripted_village.py                  # 25 agents, 1,000 steps, a few seconds
     python examples/scripted_village.py --steps 300 --seed 3
+    python examples/scripted_village.py --routes         # map bound, versioned rules, declared routes
 
 Each villager walks between places of the village (home, the cafe, the park, the market, the
 college, the pub...) with `env.move_to`, lingers there, and stops to chat for a few steps with
@@ -13,6 +14,11 @@ cluster has submitted, and returns agents as soon as the dependency tracker lets
 Prints how far agents ran ahead of each other (max - min step over time, and a histogram),
 `env.stats` (dependencies per agent-step), and the virtual time the run took against the
 global-step baseline with the same think times (the sum over steps of the slowest agent).
+
+With `--routes` the env uses the map bound and the versioned rules, and each villager declares
+what it knows ahead (docs/RULES.md): setting off, its walk as a route (`env.route_to`) held
+until it has arrived and lingered the shortest time it ever lingers; on arriving, its stay until
+it leaves. A chat on the way is a pause, which a route allows.
 """
 
 from __future__ import annotations
@@ -33,8 +39,14 @@ PLACES = ("Hobbs Cafe", "Johnson Park", "The Willows Market and Pharmacy", "Oak 
 class Villager:
     """A scripted agent: walk to a place, linger, walk on; chat with newcomers it meets."""
 
-    def __init__(self, name: str, home: tuple[int, int], places: list[tuple[int, int]], seed: int):
+    #: Fewest steps a villager lingers at a place (what its routes may promise).
+    MIN_LINGER = 10
+
+    def __init__(self, name: str, home: tuple[int, int], places: list[tuple[int, int]], seed: int,
+                 routes: bool = False):
         self.name = name
+        self.routes = routes
+        self.promised_until = -1  # the last step of the route it declared
         self.rng = random.Random(f"{seed}:{name}")
         self.home = home
         self.places = places
@@ -61,12 +73,24 @@ class Villager:
                 return {"move": env.move_to(self.name, here)["move"], "activity": f"chatting with {who}",
                         "utterance": f"Hi {who.split()[0]}! How are you?"}
         if here == self.goal:
+            stay = {"move": env.move_to(self.name, here)["move"], "activity": "spending time here"}
             if self.linger == 0:
-                self.linger = self.rng.randint(10, 60)
+                self.linger = self.rng.randint(self.MIN_LINGER, 60)
+                if self.routes:
+                    # it stands here through step + linger (chats only make it longer); it
+                    # arrived on its route's last tile, so it may announce that as a new route
+                    leave = min(env.max_steps, step + self.linger)
+                    stay.update(route=[here], until=leave, depart=leave)
+                    self.promised_until = leave
             self.linger -= 1
             if self.linger == 0:
                 self.goal = self.home if self.rng.random() < 0.3 else self.rng.choice(self.places)
-            return {"move": env.move_to(self.name, here)["move"], "activity": "spending time here"}
+            return stay
+        if self.routes and step >= self.promised_until:
+            # setting off: on the walk until it has arrived and lingered, chats being pauses
+            walk = env.route_to(self.name, self.goal, until=step)
+            walk["until"] = self.promised_until = min(env.max_steps, step + len(walk["route"]) - 1 + self.MIN_LINGER)
+            return dict(walk, activity="walking")
         return {"move": env.move_to(self.name, self.goal)["move"], "activity": "walking"}
 
     def is_chatting(self) -> bool:
@@ -113,14 +137,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=1000, help="steps per agent (default 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--perception", choices=["arena", "box"], default="arena")
+    p.add_argument("--routes", action="store_true",
+                   help="map bound, versioned rules, and villagers declare their walks and stays as routes")
     args = p.parse_args(argv)
 
     personas = me.the_ville_personas()
+    tracking = dict(bound="map", rules="versioned") if args.routes else {}
     env = me.make("the_ville", agents=personas, max_steps=args.steps, perception=args.perception,
-                  seed=args.seed)
+                  seed=args.seed, **tracking)
     rng = random.Random(args.seed)
     places = place_tiles(env.world, rng)
-    villagers = {a: Villager(a, home, places, args.seed) for a, home in personas.items()}
+    villagers = {a: Villager(a, home, places, args.seed, routes=args.routes) for a, home in personas.items()}
     latency = {a: random.Random(f"latency:{args.seed}:{a}") for a in personas}
     think: dict[tuple[str, int], float] = {}
 
@@ -154,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     sync_time = sum(max(think[(a, t)] for a in personas) for t in range(args.steps))
     s = env.stats
     print(f"the_ville, 25 scripted villagers, {args.steps} steps each, perception {args.perception!r}, "
-          f"simulated think time (seed {args.seed})\n")
+          f"simulated think time (seed {args.seed})"
+          + (", map bound, versioned rules, declared routes" if args.routes else "") + "\n")
     print("how far agents ran ahead of each other (max - min step), over virtual time:")
     for k in range(0, 11):
         t, lo, hi = timeline[min(len(timeline) - 1, k * (len(timeline) - 1) // 10)]

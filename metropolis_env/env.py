@@ -371,30 +371,65 @@ class AsyncParallelEnv:
 
         Raises InvalidActionError if the tile is not walkable or cannot be reached.
         """
+        i, field = self._walk_field(agent, tile, "move_to")
+        return {"move": self._next_move(field, self._tracker.pos[i])[0]}
+
+    def route_to(self, agent: str, tile: Tile, until: int, depart: int | None = None) -> dict:
+        """An action that declares the walk `move_to` takes to `tile` as a route, held through
+        step `until` (rules="versioned"): the route's tiles, and this step's move along it, or
+        a stay when `depart` (the last step on the first tile) is later than now.
+
+        The agent then keeps to it by following `move_to(agent, tile)` or staying (a pause);
+        `step()` checks `until` and `depart` (docs/RULES.md). Raises InvalidActionError if the
+        tile is not walkable or cannot be reached.
+        """
+        i, field = self._walk_field(agent, tile, "route_to")
+        p = self._tracker.pos[i]
+        tiles = [p]
+        move = None
+        while field[p[1], p[0]] > 0:
+            k, p = self._next_move(field, p)
+            move = k if move is None else move
+            tiles.append(p)
+        if move is None or (depart is not None and depart > self._tracker.step[i]):
+            move = self._stay
+        action = {"move": move, "route": tiles, "until": until}
+        if depart is not None:
+            action["depart"] = depart
+        return action
+
+    def _walk_field(self, agent: str, tile: Tile, what: str) -> tuple[int, np.ndarray]:
+        """(agent index, distance field to `tile`) after checking that `tile` can be reached."""
         tr = self._require_reset()
         i = self._idx(agent)
         try:
             target = (int(tile[0]), int(tile[1]))
         except (TypeError, ValueError, IndexError):
-            raise InvalidActionError(f"move_to({agent!r}, {tile!r}): the tile must be (x, y) integers") from None
+            raise InvalidActionError(f"{what}({agent!r}, {tile!r}): the tile must be (x, y) integers") from None
         if not self.world.is_walkable(target):
-            raise InvalidActionError(f"move_to({agent!r}, {target}): that tile is blocked or off the "
+            raise InvalidActionError(f"{what}({agent!r}, {target}): that tile is blocked or off the "
                                      f"{self.world.width}x{self.world.height} map; pick a walkable tile")
         field = self.world.distance_field(target, self.max_vel)
         x, y = tr.pos[i]
-        here = int(field[y, x])
-        if here < 0:
-            raise InvalidActionError(f"move_to({agent!r}, {target}): no walkable path from {(x, y)} "
+        if field[y, x] < 0:
+            raise InvalidActionError(f"{what}({agent!r}, {target}): no walkable path from {(x, y)} "
                                      f"(agent at step {tr.step[i]}); pick a reachable tile")
-        best, best_d = self._stay, here
+        return i, field
+
+    def _next_move(self, field: np.ndarray, p: Tile) -> tuple[int, Tile]:
+        """(move index, tile) of the first move, in offset order, that gets closest to the
+        field's target from p; the stay on the target. Memoryless, so a walk resumed from any
+        tile along it goes on along the same tiles (what makes route_to's route keepable)."""
+        x, y = p
+        best, best_d, to = self._stay, int(field[y, x]), p
         w, h = self.world.width, self.world.height
         for k, (dx, dy) in enumerate(self._offsets):
             nx, ny = x + dx, y + dy
             if 0 <= nx < w and 0 <= ny < h:
                 d = int(field[ny, nx])
                 if 0 <= d < best_d:
-                    best, best_d = k, d
-        return {"move": best}
+                    best, best_d, to = k, d, (nx, ny)
+        return best, to
 
     def legal_moves(self, agent: str) -> np.ndarray:
         """The int8 action mask of `agent` at its current tile."""

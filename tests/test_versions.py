@@ -275,3 +275,22 @@ def test_a_versioned_env_with_paths_survives_a_pickle_round_trip():
     drive(env2, policy2, obs2, 10_000)
     assert env2.snapshot() == env.snapshot()
     assert not env.agents
+
+
+def test_route_to_declares_the_walk_move_to_takes():
+    env = path_env(b=(28, 11))
+    goal = (9, 8)
+    action = env.route_to("A", goal, until=12)
+    tiles = action["route"]
+    assert tiles[0] == (5, 5) and tiles[-1] == goal and action["until"] == 12
+    assert len(tiles) - 1 == env.world.distance_field(goal, 1)[5, 5]
+    env.step({"A": action})
+    for k in range(2, len(tiles)):
+        env.step({"A": env.move_to("A", goal)})  # following move_to keeps the route
+        assert env.positions["A"] == tiles[k]
+    held = env.route_to("A", (5, 5), until=20, depart=15)  # from the route's end, leaving later
+    assert held["move"] == STAY and held["depart"] == 15
+    env.step({"A": held})
+    assert env._tracker.route[0][0] == goal and env._tracker.route_depart[0] == 15
+    with pytest.raises(me.errors.InvalidActionError, match=r"route_to\('A', \(-1, 0\)\)"):
+        env.route_to("A", (-1, 0), until=20)
