@@ -156,13 +156,14 @@ class DependencyTracker:
         walk = min(step, e) - max(sj, self.route_depart[j])  # steps it may walk on before `step`
         return k, min(k + max(0, walk), len(self.route[j]) - 1), max(0, step - e)
 
-    def _blocks_pair(self, reader: int, j: int) -> bool:
-        """Whether laggard j blocks `reader` (one pair, any rules; used on re-checks)."""
+    def _blocks_pair(self, reader: int, j: int, h: int | None = None) -> bool:
+        """Whether laggard j blocks `reader` (one pair, any rules; used on re-checks). `h`: their
+        hazard, when the caller has it."""
         sr = self.step[reader]
         gap = sr - self.step[j]
         if self.versioned and self.path_end[j] > self.step[j]:
             hazard, pr, v = self.bound.hazard, self.pos[reader], self.max_vel
-            if gap < 1 or hazard(pr, self.pos[j]) > gap * v:
+            if gap < 1 or (hazard(pr, self.pos[j]) if h is None else h) > gap * v:
                 return False  # out of reach even without the promise, whose reach lies within
             route = self.route[j]
             if route is not None:
@@ -312,12 +313,6 @@ class DependencyTracker:
             sj = step[j]
             if sj > si or j == i:
                 continue
-            if path_end[j] > sj:
-                # a declared path or route: judged from its promise (see _blocks_pair)
-                if self._blocks_pair(i, j):
-                    blockers_i.add(j)
-                    blocks[j].add(i)
-                continue
             if box_r is not None:
                 # rules.box_hazard inlined: this loop is the tracker's hot path
                 qx, qy = pos[j]
@@ -332,7 +327,9 @@ class DependencyTracker:
                 if couples and rules.coupled(h, v):
                     coupled_i.add(j)
                     coupled[j].add(i)
-            elif blocks_rule(h, si - sj, v):
+            elif blocks_rule(h, si - sj, v) and (path_end[j] <= sj or self._blocks_pair(i, j, h)):
+                # a laggard under a declared promise is judged by it (_blocks_pair), but only if
+                # it could block without: the promise's reach lies within that
                 blockers_i.add(j)
                 blocks[j].add(i)
         self.initial_blockers[i] = len(blockers_i)
