@@ -43,6 +43,7 @@ its first step. No persona knows that much; it is the upper bound of what lookah
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -134,8 +135,6 @@ def plan_ahead(trace):
     changes (they join the chain of the arrival step, after its own calls). Personas then know
     their next walk early (`persona_promises(..., plan_ahead=True)`).
     """
-    from dataclasses import replace
-
     kinds = list(trace.call_kinds)
     if "plan_action" not in kinds:
         return trace
