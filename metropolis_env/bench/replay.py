@@ -104,9 +104,10 @@ class TraceAgent:
     n_tokens -> prompt text for real servers. check_position: verify that the env put the agent
     where the trace says (proves the replay is faithful in env-driven modes); the observation
     may be the env's dict or, with the env's `observation_mode = "position"`, the (x, y) tile.
-    lookahead: "off", "persona" (declare the tiles the persona knows ahead as paths; needs an env
-    with rules="versioned") or "clairvoyant" (its whole future: an upper bound, see
-    workloads/promises.py).
+    lookahead: "off", "persona" (declare what the persona knows ahead: its walks as routes, its
+    sleep and conversations as paths; needs an env with rules="versioned"), "plan-ahead" (the
+    same on a `promises.plan_ahead` trace, announcing each next walk on arrival) or
+    "clairvoyant" (its whole future: an upper bound); see workloads/promises.py.
     """
 
     def __init__(self, trace, index: int, max_vel: int = 1, prompt: PromptFn | None = None,
