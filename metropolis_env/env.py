@@ -663,7 +663,7 @@ class AsyncParallelEnv:
                                      f"allows only {allowed} at step {s + 1}")
         return "route", tiles, int(until), int(depart)
 
-    def _check_path(self, i: int, where: str, raw: Any, landing: Tile) -> tuple[str, list[Tile], int]:
+    def _check_path(self, i: int, where: str, raw: Any, landing: Tile) -> tuple[str, list[Tile], int, int]:
         tr = self._tracker
         s = tr.step[i]
         if tr.route[i] is not None and tr.path_end[i] > s:

@@ -78,7 +78,6 @@ class DependencyTracker:
         self.route: list[list[Tile] | None] = [None] * n
         self.route_at: list[int] = [0] * n
         self.route_depart: list[int] = [0] * n  # it stands on route[i][0] through this step
-        self._route_index: list[dict[Tile, int] | None] = [None] * n
         # blockers found when the agent started its current step: its tracker dependencies.
         self.initial_blockers: list[int] = [0] * n
         self._cell_size = max(1, self.bound.search_radius(2 * self.max_vel))
@@ -218,19 +217,12 @@ class DependencyTracker:
             raise ValueError(f"a route starts on the agent's tile {self.pos[i]}, got {route[:1]}")
         self.path[i] = None
         self.route[i] = route
-        self._route_index[i] = {q: k for k, q in enumerate(route)}
         self.route_at[i] = 0
         self.route_depart[i] = self.step[i] if depart is None else int(depart)
         self.path_end[i] = int(until)
 
-    def route_position(self, i: int, tile: Tile) -> int | None:
-        """Index of `tile` on `i`'s declared route, or None (no route, or not on it)."""
-        index = self._route_index[i]
-        return None if index is None else index.get(tile)
-
     def _drop_route(self, i: int) -> None:
         self.route[i] = None
-        self._route_index[i] = None
         self.route_at[i] = 0
 
     def commit(self, members: Iterable[int], new_positions: Sequence[Tile]) -> set[int]:
@@ -290,9 +282,9 @@ class DependencyTracker:
         self.steps.advance(old)
         self.index.move(m, self.pos[m], p)
         self.pos[m] = p
-        index = self._route_index[m]
-        if index is not None and old + 1 <= self.path_end[m]:
-            self.route_at[m] = index[p]  # the env holds a routed agent to its route
+        route = self.route[m]
+        if route is not None and old + 1 <= self.path_end[m] and p != route[self.route_at[m]]:
+            self.route_at[m] += 1  # the env holds a routed agent to its tile or the next one
 
     def _link(self, i: int) -> None:
         """Find `i`'s coupling partners and blockers among agents at or behind its step."""

@@ -18,7 +18,7 @@ from ..env import AsyncParallelEnv
 from ..errors import MetropolisError
 from ..runtime.agent import StepContext
 from ..spaces import move_offsets
-from ..workloads.promises import route_tiles
+from ..workloads.promises import lookahead_promises, route_tiles
 
 PromptFn = Callable[[int], str]
 
@@ -71,8 +71,6 @@ class ReplayTable:
         """Per agent, the rows of `workloads.promises.lookahead_promises` of the trace: (end,
         walk_end, depart), computed on first use."""
         if lookahead not in self._promises:
-            from ..workloads.promises import lookahead_promises
-
             got = lookahead_promises(self._trace(), lookahead)
             self._promises[lookahead] = tuple(_rows(x, np.int32) for x in got)
         return self._promises[lookahead]

@@ -15,7 +15,7 @@ from typing import Any
 from ..env import RULES
 from ..errors import ConfigError, MetropolisError
 from ..runtime.controller import MODES, run
-from ..workloads.promises import LOOKAHEADS
+from ..workloads.promises import LOOKAHEADS, plan_ahead
 from ..runtime.metrics import RunMetrics
 from .replay import trace_agents, trace_env, word_prompt
 
@@ -190,8 +190,6 @@ def load_trace(cfg: BenchConfig):
     if cfg.steps is not None and cfg.steps < trace.n_steps:
         trace = trace.window(0, cfg.steps)
     if cfg.lookahead == "plan-ahead":
-        from ..workloads.promises import plan_ahead
-
         trace = plan_ahead(trace)  # the workload of personas that plan ahead, for every mode
     return trace
 

@@ -171,10 +171,15 @@ def run_sweep(out: str = "docs/RESULTS.md", quick: bool = False, progress: bool 
     return results + best + priority
 
 
+def _best_of(r: BenchResult, best: list[BenchResult]) -> BenchResult:
+    """The run with our best settings on r's point and trace (r itself when r ran with them)."""
+    return next((b for b in best if _point(b.config) == _point(r.config) and b.config.seed == r.config.seed), r)
+
+
 def _best_ratio(r: BenchResult, best: list[BenchResult], base_mode: str) -> float | None:
     """`base_mode` of r (the paper's settings) over async with our best settings on the same
-    point and trace (r itself when r already ran with them)."""
-    mine = next((b for b in best if _point(b.config) == _point(r.config) and b.config.seed == r.config.seed), r)
+    point and trace."""
+    mine = _best_of(r, best)
     if base_mode not in r.runs or "async" not in mine.runs:
         return None
     return r.runs[base_mode].completion_time_s / mine.runs["async"].completion_time_s
@@ -259,7 +264,7 @@ def render_results(results: list[BenchResult], best: list[BenchResult], priority
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         t = {m: r.runs[m].completion_time_s for m in r.runs}
-        mine = next((b for b in best if _point(b.config) == _point(r.config)), r)
+        mine = _best_of(r, best)
         oracle, best_oracle = r.ratio("async", "oracle"), _best_ratio(r, best, "oracle")
         lines.append(
             f"| {r.config.window} | {r.config.agents} | {r.config.gpus} | {t.get('single', float('nan')):.0f} | "
