@@ -3,6 +3,11 @@
 Inside one agent's step, LLM calls form a sequential chain (perceive -> retrieve -> plan), so a
 request is identified by (agent, step, index in chain). Priority is the agent's step: the
 smallest step is the furthest behind and gates the most others, so it goes first.
+
+Speculative calls (a blocked agent computing ahead on a predicted observation, see the runtime's
+speculation) form a lower priority class: every non-speculative call goes before any speculative
+one, and inside each class the smallest step first. One integer carries both (see
+`SPECULATIVE_PRIORITY_OFFSET`), so servers that take a single priority number need nothing new.
 """
 
 from __future__ import annotations
@@ -10,6 +15,10 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from typing import Any
+
+#: Added to a speculative request's priority: larger than any step, so the speculative class
+#: always sorts behind the non-speculative one (smaller priority runs first).
+SPECULATIVE_PRIORITY_OFFSET = 1 << 40
 
 
 @dataclass(frozen=True)
@@ -33,12 +42,14 @@ class LLMRequest:
     temperature: float | None = 0.0
     model: str | None = None
     priority: int | None = None
+    speculative: bool = False
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def effective_priority(self) -> int:
-        """Smaller runs first; defaults to the agent's step."""
-        return self.step if self.priority is None else self.priority
+        """Smaller runs first; defaults to the agent's step; speculative calls sort behind all others."""
+        base = self.step if self.priority is None else self.priority
+        return base + SPECULATIVE_PRIORITY_OFFSET if self.speculative else base
 
     @property
     def key(self) -> tuple[str, int, int]:
