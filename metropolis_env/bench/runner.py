@@ -6,14 +6,13 @@ import contextlib
 import gc
 import multiprocessing
 import os
-import pickle
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..env import RULES
-from ..errors import ConfigError, MetropolisError
+from ..errors import ConfigError, portable
 from ..runtime.controller import MODES, run
 from ..workloads.promises import LOOKAHEADS, plan_ahead
 from ..runtime.metrics import RunMetrics
@@ -293,11 +292,10 @@ def _worker_run(cfg: BenchConfig, mode: str, position: int) -> RunMetrics:
     try:
         return run_mode(_WORKER_TRACE, cfg, mode, progress_position=position if cfg.progress else None)
     except Exception as e:
-        try:
-            pickle.loads(pickle.dumps(e))
-        except Exception:  # e.g. AgentStepError: sent back as a MetropolisError with its message
-            raise MetropolisError(f"{type(e).__name__}: {e}") from None
-        raise
+        sent = portable(e)  # e.g. AgentStepError: sent back as a MetropolisError with its message
+        if sent is e:
+            raise
+        raise sent from None
 
 
 def _run_modes_in_workers(trace, cfg: BenchConfig, jobs: int) -> dict[str, RunMetrics]:
