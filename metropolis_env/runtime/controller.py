@@ -33,6 +33,7 @@ from .executors import Executor, LocalExecutor, cancel_all
 from .metrics import MetricsRecorder, RunMetrics
 from .observers import CommitCallback, ProgressBar, RunObserver
 from .scheduling import MODES, SchedulingPolicy, policy_for
+from .speculation import Speculation
 
 __all__ = ["Controller", "run", "MODES", "AgentStepError"]
 
@@ -56,8 +57,8 @@ class Controller:
     (e.g. `RayExecutor`) runs them elsewhere on backends it builds itself: pass backend=None. The
     controller keeps the ready queue and commits; after a successful run `agents` hold the
     agents' final state. No checkpointing with an executor (the agents live in the workers).
-    speculation: a runtime.speculation.Speculation (async mode, local runner): blocked agents
-    compute ahead on predicted observations; results are used only when they are exact.
+    speculation: a Speculation, or its depth (async mode, local runner): blocked agents compute
+    ahead on predicted observations; results are used only when they are exact.
     """
 
     def __init__(self, env: AsyncParallelEnv, agents: Mapping[str, Agent], backend: Backend | None,
@@ -68,7 +69,7 @@ class Controller:
                  record_calls: bool = False, on_commit: Callable[[str, int, Any], None] | None = None,
                  checkpoint: Checkpointer | None = None, resume_state: dict | None = None,
                  executor: Executor | None = None, progress_position: int | None = None,
-                 observers: Iterable[RunObserver] = (), speculation: Any = None):
+                 observers: Iterable[RunObserver] = (), speculation: Speculation | int | None = None):
         policy = mode if isinstance(mode, SchedulingPolicy) else policy_for(
             mode, max_clusters=max_clusters, dependencies=dependencies)
         missing = [a for a in env.possible_agents if a not in agents]
@@ -102,6 +103,8 @@ class Controller:
             settings = {"mode": self.mode, "seed": seed, "max_clusters": policy.max_inflight
                         if self.mode == "async" else None, "models": self.models}
             self.observers.append(CheckpointObserver(checkpoint, env, self.agents, lambda: self.committed, settings))
+        if isinstance(speculation, int) and not isinstance(speculation, bool):
+            speculation = Speculation(depth=speculation)
         self.speculation = speculation
         if speculation is not None:
             speculation.check(self)  # raises ConfigError for what it cannot run (policy, runner, agents)
@@ -140,11 +143,16 @@ class Controller:
         finally:
             for o in observers:
                 o.closed()
+            if self.speculation is not None:
+                await self.speculation.stop()
             backend_stats = await self.runner.stop()
         self.agents.update(self.runner.agents())
         deps, true_deps = self.policy.deps()
-        return self.metrics.finish(self.mode, deps, backend_stats, time.perf_counter() - wall0,
-                                   self._controller_s, true_deps)
+        m = self.metrics.finish(self.mode, deps, backend_stats, time.perf_counter() - wall0,
+                                self._controller_s, true_deps)
+        if self.speculation is not None:
+            self.speculation.report(m)
+        return m
 
     # -- dispatch and commit ----------------------------------------------------------------
 

@@ -87,9 +87,11 @@ class LocalExecutor:
                                   self.inline)
         return dict(zip(cl, acts))
 
-    async def act(self, agent: Agent, name: str, step: int, obs: Any, metrics, speculative: bool = False) -> Any:
-        """One step of `agent` (named `name`) on `obs`; its calls and latency go to `metrics`."""
-        llm = LLMClient(self.backend, name, step, metrics, self._models.get(name), speculative=speculative)
+    async def act(self, agent: Agent, name: str, step: int, obs: Any, metrics, llm: LLMClient | None = None) -> Any:
+        """One step of `agent` (named `name`) on `obs`; its calls and latency go to `metrics`;
+        `llm`: the step's client, if the caller made it (a speculative one)."""
+        if llm is None:
+            llm = LLMClient(self.backend, name, step, metrics, self._models.get(name))
         t0 = metrics.now()
         try:
             action = await agent.act(obs, StepContext(name, step, llm))

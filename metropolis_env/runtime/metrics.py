@@ -73,6 +73,14 @@ class RunMetrics:
     step_latency_p90: float = 0.0
     step_latency_p99: float = 0.0
     controller_us_per_agent_step: float = 0.0
+    #: Speculation (None when off): LLM calls of discarded speculative steps (cancelled ones
+    #: included), their share of all calls issued, their completed tokens, the share of held
+    #: steps whose prediction was exact, and speculative calls' share of all tokens served.
+    wasted_calls: int | None = None
+    wasted_call_share: float | None = None
+    wasted_tokens: int | None = None
+    spec_hit_rate: float | None = None
+    spec_token_share: float | None = None
     backend: dict = field(default_factory=dict)
     #: (time, outstanding requests) at every change; for plots, not serialised.
     timeline: list = field(default_factory=list, repr=False)
