@@ -208,3 +208,34 @@ def test_speculation_needs_the_dependency_policy():
         Controller(env, agents, JitterBackend(0), "sync", speculation=2)
     with pytest.raises(me.ConfigError, match="depth"):
         Speculation(depth=0)
+
+
+def test_simulated_server_frees_a_cancelled_running_request_slot():
+    """A speculative request cancelled while in the batch leaves it at the next iteration: a
+    request waiting for its slot (max_batch=1) then runs as if it had been alone."""
+    from metropolis_env.backends.base import LLMRequest
+    from metropolis_env.backends.simulated import make_backend
+
+    def req(agent, n_out, speculative=False):
+        return LLMRequest(agent, 0, input_tokens=50, output_tokens=n_out, speculative=speculative)
+
+    async def alone():
+        backend = make_backend(max_batch=1, max_batched_tokens=512)
+        r = await backend.complete(req("b", 20))
+        return r.end - r.start
+
+    async def behind_cancelled():
+        backend = make_backend(max_batch=1, max_batched_tokens=512)
+        long = asyncio.ensure_future(backend.complete(req("a", 4000, speculative=True)))
+        await asyncio.sleep(0.5)  # admitted and decoding
+        short = asyncio.ensure_future(backend.complete(req("b", 20)))
+        await asyncio.sleep(0)
+        long.cancel()
+        t0 = asyncio.get_running_loop().time()
+        r = await short
+        return r.end - t0, backend.stats()["requests"]
+
+    solo = clock.run(alone(), virtual=True)
+    waited, served = clock.run(behind_cancelled(), virtual=True)
+    assert served == 1  # the cancelled request never completed
+    assert waited < solo + 1.0  # not the ~100 s the 4000-token answer would have held the slot

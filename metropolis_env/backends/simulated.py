@@ -240,6 +240,7 @@ class _Replica:
     prefilling: list = field(default_factory=list)  # admitted, prompt not done, admission order
     decoding: list = field(default_factory=list)  # heap of (finish_iter, seq, job)
     context_sum: int = 0  # KV entries of the decoding jobs at `iterations`
+    aborted: int = 0  # running jobs cancelled by their callers since the last boundary
     kv_reserved: int = 0
     iterations: int = 0
     # the segment in progress
@@ -283,7 +284,8 @@ class SimulatedBackend(Backend):
     clock (`metropolis_env.clock.run`). Responses carry a deterministic filler text, the request's
     token counts (`estimate_tokens`), `start` = arrival and `end` = completion time. A request whose
     context cannot fit a replica's KV cache raises BackendError. A cancelled caller's request is
-    dropped if still waiting, else served to completion (its KV stays reserved until then).
+    dropped if still waiting, else it leaves the batch (slot and KV freed) at the next iteration
+    boundary, as a real server aborts it at its next step.
     """
 
     virtual_time = True
@@ -333,6 +335,9 @@ class SimulatedBackend(Backend):
             await job.future
         except asyncio.CancelledError:
             job.cancelled = True
+            if job.admitted is not None:
+                rep.aborted += 1  # leaves the batch at the next iteration boundary
+                self._end_segment_soon(rep, loop)
             raise
         return LLMResponse(_filler_text(n_out), n_in, n_out, start=job.arrival, end=job.end,
                            endpoint=self._endpoints[rep.index])
@@ -387,7 +392,12 @@ class SimulatedBackend(Backend):
             return
         if rep.seg_chunks or rep.seg_iters <= 1 or not self._can_admit(rep):
             return  # the next boundary (one iteration away at most, or nothing to admit) will do
-        # Decode-only segment: end it at the end of the iteration in progress.
+        self._end_segment_soon(rep, loop)
+
+    def _end_segment_soon(self, rep: _Replica, loop: asyncio.AbstractEventLoop) -> None:
+        """End a decode-only segment at the end of the iteration in progress."""
+        if rep.timer is None or rep.seg_chunks or rep.seg_iters <= 1:
+            return
         cfg = self.config
         n, ctx, start = len(rep.decoding), rep.context_sum, rep.seg_start
         elapsed = loop.time() - start
@@ -416,6 +426,23 @@ class SimulatedBackend(Backend):
         while rep.waiting and rep.waiting[0][1].cancelled:
             heapq.heappop(rep.waiting)
             rep.n_outstanding -= 1
+
+    @staticmethod
+    def _drop_aborted(rep: _Replica) -> None:
+        """Free the batch slots and KV of running jobs whose callers were cancelled."""
+        for job in [j for j in rep.prefilling if j.cancelled]:
+            rep.prefilling.remove(job)
+            rep.kv_reserved -= job.n_in + job.n_out
+            rep.n_outstanding -= 1
+        gone = [e for e in rep.decoding if e[2].cancelled]
+        if gone:
+            for _, _, job in gone:
+                rep.context_sum -= job.ctx0 + rep.iterations - job.iter0
+                rep.kv_reserved -= job.n_in + job.n_out
+                rep.n_outstanding -= 1
+            rep.decoding = [e for e in rep.decoding if not e[2].cancelled]
+            heapq.heapify(rep.decoding)
+        rep.aborted = 0
 
     def _boundary(self, rep: _Replica) -> None:
         """End of the segment in progress: apply its iterations, finish jobs, plan the next."""
@@ -452,6 +479,8 @@ class SimulatedBackend(Backend):
             self._last_end = now
             if not job.future.done():
                 job.future.set_result(None)
+        if rep.aborted:
+            self._drop_aborted(rep)
         # Plan the next iteration: decodes first, then prefill chunks, then admissions.
         budget = cfg.max_batched_tokens - len(rep.decoding)
         chunks: list[tuple[_Job, int]] = []
