@@ -40,6 +40,7 @@ from typing import Iterable
 import numpy as np
 
 from .errors import ConfigError
+from .perception import Perception
 from .rules import box_hazard
 from .world import Tile, TileMap
 
@@ -73,8 +74,7 @@ class MapBound:
 
     def __init__(self, world: TileMap, radius_p: int, max_vel: int = 1, perception: str = "arena",
                  *, horizon: int = DEFAULT_HORIZON, cache_bytes: int = DEFAULT_CACHE_BYTES):
-        if perception not in ("box", "arena"):
-            raise ConfigError(f"perception must be 'box' or 'arena', got {perception!r}")
+        self._perception = Perception(world, radius_p, perception)
         if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or not 1 <= horizon <= 250:
             raise ConfigError(f"horizon must be an int in 1..250 (moves), got {horizon!r}")
         self.world = world
@@ -96,10 +96,7 @@ class MapBound:
         self._walk = np.zeros((h + 2 * R, w + 2 * R), dtype=bool)
         self._walk[R:R + h, R:R + w] = world.walkable
         self._zone = np.full((h + 2 * R, w + 2 * R), -1, dtype=np.int32)
-        if perception == "arena":
-            self._zone[R:R + h, R:R + w] = world.zone
-        else:
-            self._zone[R:R + h, R:R + w] = 0
+        self._zone[R:R + h, R:R + w] = self._perception.zones
         off = np.abs(np.arange(-R, R + 1))
         cheb = np.maximum(off[:, None], off[None, :])
         self._box = np.maximum(cheb - self.radius_p, 0)
@@ -208,7 +205,7 @@ class MapBound:
                 F = _relax(F, block, P, v, inf, rows=(pad + R, pad + R + 1))
             # G(q): fewest moves from the source to a tile from which q is perceivable (the
             # relation is symmetric: a min over q's own perception box, within q's zone).
-            if self.perception == "arena":
+            if self._perception.zoned:
                 G = self._zone_min(F, (y, x), inf)
             else:
                 G = _min_filter(F, r, P)

@@ -108,31 +108,48 @@ _FIELD_CACHE_BYTES = 64 << 20
 
 
 def _distance_field(tmap: TileMap, target: Tile, max_vel: int) -> np.ndarray:
+    moves = [(dx, dy) for dy in range(-max_vel, max_vel + 1) for dx in range(-max_vel, max_vel + 1) if dx or dy]
+    try:
+        return shortest_walks(tmap.walkable, target, moves)
+    except ValueError:
+        raise ConfigError(f"distance_field: target tile {target} is not walkable") from None
+
+
+def shortest_walks(walkable: np.ndarray, target: Tile, moves) -> np.ndarray:
+    """Fewest moves from every tile of a (H, W) `walkable` grid to `target`, one move being any
+    (dx, dy) of `moves` onto a walkable tile: int32 (H, W), -1 where unreachable, read-only.
+    The one shortest-walk kernel of the package (the env's moves, the workloads' 4-connected
+    walks). Raises ValueError if the target is not walkable."""
     # Breadth-first search by whole wavefronts (numpy over the frontier), on a copy of the grid
     # padded with blocked tiles so that neighbour indices never wrap around a row.
-    h, w = tmap.height, tmap.width
-    pad = max_vel
+    h, w = walkable.shape
+    pad = max(max(abs(dx), abs(dy)) for dx, dy in moves)
     pw = w + 2 * pad
     open_ = np.zeros((h + 2 * pad, pw), dtype=bool)
-    open_[pad:pad + h, pad:pad + w] = tmap.walkable
+    open_[pad:pad + h, pad:pad + w] = walkable
     open_flat = open_.ravel()
+    tx, ty = int(target[0]), int(target[1])
+    start = (ty + pad) * pw + tx + pad
+    if not (0 <= tx < w and 0 <= ty < h) or not open_flat[start]:
+        raise ValueError(f"target tile {(tx, ty)} is not walkable")
     dist = np.full(open_flat.shape, -1, dtype=np.int32)
-    offsets = np.array([dy * pw + dx for dy in range(-max_vel, max_vel + 1)
-                        for dx in range(-max_vel, max_vel + 1) if dx or dy], dtype=np.int64)
-    start = (target[1] + pad) * pw + target[0] + pad
-    if not open_flat[start]:
-        raise ConfigError(f"distance_field: target tile {target} is not walkable")
+    offsets = np.array([dy * pw + dx for dx, dy in moves], dtype=np.int64)
     dist[start] = 0
     frontier = np.array([start], dtype=np.int64)
     d = 0
     while frontier.size:
         d += 1
-        nxt = np.unique((frontier[:, None] + offsets[None, :]).ravel())
+        nxt = (frontier[:, None] + offsets).ravel()
         nxt = nxt[open_flat[nxt] & (dist[nxt] < 0)]
+        # Deduplicate without sorting (tiles reached from two frontier tiles): write each entry's
+        # position into `dist`, keep the entries that read their own position back, then
+        # store the real distance.
+        order = np.arange(nxt.size, dtype=np.int32)
+        dist[nxt] = -2 - order
+        nxt = nxt[dist[nxt] == -2 - order]
         dist[nxt] = d
         frontier = nxt
-    out = dist.reshape(open_.shape)[pad:pad + h, pad:pad + w]
-    out = np.ascontiguousarray(out)
+    out = np.ascontiguousarray(dist.reshape(open_.shape)[pad:pad + h, pad:pad + w])
     out.setflags(write=False)
     return out
 
