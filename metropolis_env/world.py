@@ -115,31 +115,49 @@ def _distance_field(tmap: TileMap, target: Tile, max_vel: int) -> np.ndarray:
         raise ConfigError(f"distance_field: target tile {target} is not walkable") from None
 
 
-def shortest_walks(walkable: np.ndarray, target: Tile, moves) -> np.ndarray:
-    """Fewest moves from every tile of a (H, W) `walkable` grid to `target`, one move being any
-    (dx, dy) of `moves` onto a walkable tile: int32 (H, W), -1 where unreachable, read-only.
-    The one shortest-walk kernel of the package (the env's moves, the workloads' 4-connected
-    walks). Raises ValueError if the target is not walkable."""
+def shortest_walks(walkable: np.ndarray, seeds, moves, limit: int | None = None) -> np.ndarray:
+    """Fewest moves from every tile of a (H, W) `walkable` grid to the nearest seed, one move
+    being any (dx, dy) of `moves` onto a walkable tile: int32 (H, W), -1 where unreachable (or
+    farther than `limit`), read-only. The one shortest-walk kernel of the package: the env's
+    moves to a target, the workloads' 4-connected walks, the map bound's windows.
+
+    seeds: a tile (x, y) (distance 0 there), or an int (H, W) array of start values (a walk from
+    a seed costs its value plus its moves; -1: not a seed). Raises ValueError if a target tile
+    is not walkable.
+    """
     # Breadth-first search by whole wavefronts (numpy over the frontier), on a copy of the grid
-    # padded with blocked tiles so that neighbour indices never wrap around a row.
+    # padded with blocked tiles so that neighbour indices never wrap around a row. Seeds of
+    # value d join the wavefront of distance d.
     h, w = walkable.shape
     pad = max(max(abs(dx), abs(dy)) for dx, dy in moves)
     pw = w + 2 * pad
     open_ = np.zeros((h + 2 * pad, pw), dtype=bool)
     open_[pad:pad + h, pad:pad + w] = walkable
     open_flat = open_.ravel()
-    tx, ty = int(target[0]), int(target[1])
-    start = (ty + pad) * pw + tx + pad
-    if not (0 <= tx < w and 0 <= ty < h) or not open_flat[start]:
-        raise ValueError(f"target tile {(tx, ty)} is not walkable")
     dist = np.full(open_flat.shape, -1, dtype=np.int32)
+    if isinstance(seeds, np.ndarray):
+        ys, xs = np.nonzero((seeds >= 0) & walkable)
+        values = seeds[ys, xs].astype(np.int64)
+        order = np.argsort(values, kind="stable")
+        seed_at = ((ys + pad) * pw + xs + pad).astype(np.int64)[order]
+        values = values[order]
+    else:
+        tx, ty = int(seeds[0]), int(seeds[1])
+        if not (0 <= tx < w and 0 <= ty < h) or not walkable[ty, tx]:
+            raise ValueError(f"target tile {(tx, ty)} is not walkable")
+        seed_at = np.array([(ty + pad) * pw + tx + pad], dtype=np.int64)
+        values = np.zeros(1, dtype=np.int64)
     offsets = np.array([dy * pw + dx for dx, dy in moves], dtype=np.int64)
-    dist[start] = 0
-    frontier = np.array([start], dtype=np.int64)
-    d = 0
-    while frontier.size:
-        d += 1
+    top = np.iinfo(np.int32).max if limit is None else int(limit)
+    frontier = np.zeros(0, dtype=np.int64)
+    k = 0  # seeds before k have joined
+    d = int(values[0]) if values.size else 0
+    while (frontier.size or k < values.size) and d <= top:
         nxt = (frontier[:, None] + offsets).ravel()
+        k1 = int(np.searchsorted(values, d, side="right"))
+        if k1 > k:
+            nxt = np.concatenate((nxt, seed_at[k:k1]))
+            k = k1
         nxt = nxt[open_flat[nxt] & (dist[nxt] < 0)]
         # Deduplicate without sorting (tiles reached from two frontier tiles): write each entry's
         # position into `dist`, keep the entries that read their own position back, then
@@ -149,6 +167,9 @@ def shortest_walks(walkable: np.ndarray, target: Tile, moves) -> np.ndarray:
         nxt = nxt[dist[nxt] == -2 - order]
         dist[nxt] = d
         frontier = nxt
+        d += 1
+        if not frontier.size and k < values.size:
+            d = max(d, int(values[k]))  # skip to the next seed's wavefront
     out = np.ascontiguousarray(dist.reshape(open_.shape)[pad:pad + h, pad:pad + w])
     out.setflags(write=False)
     return out
