@@ -80,9 +80,13 @@ class RoutePromise:
     def end(self) -> int:
         return self.until
 
-    def allowed(self, step: int, tile: Tile) -> bool:
+    def next_tiles(self, step: int) -> tuple[Tile, ...]:
+        """The tiles the agent may stand on at `step`, the step after its current one."""
         k = self.at
-        return tile in (self.tiles[k:k + 1] if step <= self.depart else self.tiles[k:k + 2])
+        return self.tiles[k:k + 1] if step <= self.depart else self.tiles[k:k + 2]
+
+    def allowed(self, step: int, tile: Tile) -> bool:
+        return tile in self.next_tiles(step)
 
     def reach(self, agent_step: int, step: int) -> tuple[int, int, int]:
         """(first, last, free steps): at `step` the agent stands on one of route tiles
@@ -141,8 +145,7 @@ def declare(running: Promise | None, action: Any, *, agent: str, pos: Tile, step
     running_path = running if isinstance(running, PathPromise) else None
     if running_route is not None and not running_route.allowed(s + 1, landing):
         r = running_route
-        k = r.at
-        nxt = (r.tiles[k:k + 1] if s + 1 <= r.depart else r.tiles[k:k + 2])[-1]
+        k, nxt = r.at, r.next_tiles(s + 1)[-1]
         raise InvalidActionError(
             f"{where}: it declared a route through step {r.until} (departing after step "
             f"{r.depart}) and stands on its tile {k}, {r.tiles[k]}; this move lands on {landing}, "
@@ -191,11 +194,11 @@ def declare(running: Promise | None, action: Any, *, agent: str, pos: Tile, step
                                  f"got {tiles[0]}")
     if len(set(tiles)) != len(tiles):
         raise InvalidActionError(f"{where}: a route visits each tile once; it repeats one of {tiles}")
-    allowed = tiles[:1] if depart > s else tiles[:2]
-    if landing not in allowed:
+    route = RoutePromise(tuple(tiles), int(until), int(depart))
+    if not route.allowed(s + 1, landing):
         raise InvalidActionError(f"{where}: this move lands on {landing}, but the route it declares "
-                                 f"allows only {allowed} at step {s + 1}")
-    return RoutePromise(tuple(tiles), int(until), int(depart))
+                                 f"allows only {list(route.next_tiles(s + 1))} at step {s + 1}")
+    return route
 
 
 def _path(running: Promise | None, raw: Any, where: str, s: int, landing: Tile, world: TileMap,
