@@ -27,7 +27,8 @@ def make(world: str | W.TileMap = "the_ville", agents: int | list[str] | Mapping
     `cols` per row; default k = ceil(agents / 25) in one row), "grid" (an open `width` x `height`
     map), or a `TileMap`.
     agents: a count (named agent_000...; spawned on random walkable tiles from the reset seed),
-    a list of names (spawned likewise), or {name: (x, y)} start tiles.
+    a list of names (spawned likewise; at most one agent per walkable tile), or {name: (x, y)}
+    start tiles.
     perception: "arena" (box narrowed to the same room, as Generative Agents; default on the
     villes) or "box" (default on grids and custom maps).
     bound: the dependency bound, "box" (the paper's) or "map" (walking distance around walls and
@@ -35,8 +36,9 @@ def make(world: str | W.TileMap = "the_ville", agents: int | list[str] | Mapping
     hazard(a, b) / search_radius(h) (see bounds.py).
     rules: "paper" (the world holds current state only: coupled clusters step together, as in
     AI Metropolis) or "versioned" (the env keeps each agent's state per step, so an agent waits
-    only for laggards that could walk into its view; no coupling; see rules.py). Both give
-    exactly the sync trajectories.
+    only for laggards that could walk into its view; no coupling; see rules.py), or a rule set
+    object (`rules.PaperRules()`, `rules.VersionedRules()`). Both give exactly the sync
+    trajectories.
     """
     if isinstance(world, W.TileMap):
         tmap = world
