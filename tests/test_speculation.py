@@ -239,3 +239,25 @@ def test_simulated_server_frees_a_cancelled_running_request_slot():
     waited, served = clock.run(behind_cancelled(), virtual=True)
     assert served == 1  # the cancelled request never completed
     assert waited < solo + 1.0  # not the ~100 s the 4000-token answer would have held the slot
+
+
+@pytest.mark.parametrize("rules", ["paper", "versioned"])
+def test_predict_observation_reads_only_and_is_exact_for_ready_agents(rules):
+    env = _env("the_ville", rules)
+    env.reset(seed=0)
+    for k in range(5):  # a few out-of-order commits: some agents ahead, some blocked
+        actions = {}
+        for a in env.ready_agents()[:2]:
+            for m in env.ready_cluster(a):
+                legal = np.flatnonzero(env.observe(m)["action_mask"])
+                actions[m] = {"move": int(legal[(k + len(m)) % len(legal)]), "utterance": f"{m} {k}"}
+        env.step(actions)
+    before = repr(env.snapshot())
+    blocked = [a for a in env.possible_agents if not env.is_ready(a)]
+    assert blocked
+    for a in env.possible_agents:
+        predicted = env.predict_observation(a)
+        if env.is_ready(a):
+            assert spec_module.observation_key(predicted) == spec_module.observation_key(env.observe(a))
+        env.predict_observation(a, [{"move": 0, "activity": "x", "utterance": "y"}])
+    assert repr(env.snapshot()) == before
