@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .bench.runner import BEST, PAPER_SETTINGS
+from .runtime.speculation import DEPTH as SPECULATION_DEPTH
 from .errors import ConfigError, MetropolisError
 from .workloads.promises import LOOKAHEADS
 
@@ -43,6 +44,10 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--best", action="store_true",
                    help=f"our best settings, beyond the paper: {_flags(BEST)}")
     p.add_argument("--max-clusters", type=int, default=None, help="cap on clusters in flight")
+    p.add_argument("--speculate", nargs="?", type=int, const=SPECULATION_DEPTH, default=None, metavar="DEPTH",
+                   help="add an async+spec run: blocked agents compute up to DEPTH calling steps ahead on "
+                        f"predicted observations, used only when exact (default depth {SPECULATION_DEPTH}; "
+                        "docs/SPECULATION.md)")
     p.add_argument("--base-url", action="append", default=[], help="OpenAI-compatible server (repeatable)")
     p.add_argument("--api-model", default=None, help="model name on the real server")
     p.add_argument("--server", default="vllm", help="kind of real server, for priority and fixed output "
@@ -89,7 +94,8 @@ def _config(a: argparse.Namespace):
         setattr(a, k, v)
 
     return BenchConfig(workload=a.workload, agents=a.agents, window=a.window, seed=a.seed,
-                       modes=a.modes or default_modes(a.agents),
+                       modes=(a.modes or default_modes(a.agents)) + (("async+spec",) if a.speculate else ()),
+                       speculate=a.speculate,
                        backend=a.backend, gpu=a.gpu, model=a.model, gpus=a.gpus, policy=a.policy,
                        bound=a.bound, rules=a.rules, lookahead=a.lookahead, max_clusters=a.max_clusters, base_urls=tuple(a.base_url),
                        api_model=a.api_model, server=a.server, timeout_s=a.timeout, steps=a.steps, trace_path=a.trace,

@@ -16,9 +16,12 @@ from ..errors import ConfigError, portable
 from ..runtime.controller import MODES, run
 from ..workloads.promises import LOOKAHEADS, plan_ahead
 from ..runtime.metrics import RunMetrics
+from ..runtime.speculation import Speculation
 from .replay import trace_agents, trace_env, word_prompt
 
 WINDOWS = ("full", "busy", "quiet")
+#: The bench's name for async mode with speculation (`--speculate`).
+SPEC_MODE = "async+spec"
 #: Dependency tracking as the paper does it (BenchConfig's defaults), and our best (`--best`):
 #: walls and rooms, per-step versions, the routes and stays personas know ahead (docs/RULES.md).
 PAPER_SETTINGS = {"bound": "box", "rules": "paper", "lookahead": "off"}
@@ -66,12 +69,15 @@ class BenchConfig:
     progress: bool = True
     lower_bounds: bool = True
     record_calls: bool = False
+    #: Speculation depth of the "async+spec" run (async with speculation, runtime/speculation.py);
+    #: None: no such run.
+    speculate: int | None = None
     #: Worker processes running the modes side by side (simulated backend only; the results are
     #: those of a sequential run). None: one per mode, up to the CPUs this process may use.
     jobs: int | None = None
 
     def validate(self) -> None:
-        bad = [m for m in self.modes if m not in MODES]
+        bad = [m for m in self.modes if m not in MODES and not (m == SPEC_MODE and self.speculate)]
         if bad:
             raise ConfigError(f"unknown modes {bad}; choose from {MODES}")
         if self.rules not in RULES:
@@ -100,6 +106,9 @@ class BenchConfig:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if self.gpus < 1:
             raise ConfigError(f"gpus must be >= 1, got {self.gpus}")
+        if self.speculate is not None and (self.speculate < 1 or self.executor != "local"):
+            raise ConfigError(f"--speculate takes a depth >= 1 and runs agents in this process (no --executor "
+                              f"ray); got depth {self.speculate}, executor {self.executor}")
         if self.jobs is not None and self.jobs < 1:
             raise ConfigError(f"jobs must be >= 1, got {self.jobs}")
         if self.jobs is not None and self.jobs > 1 and (self.backend != "sim" or self.executor != "local"):
@@ -161,6 +170,11 @@ class BenchResult:
                 "retries": m.retries,
                 "wall_time_s": m.wall_time_s,
                 "controller_us_per_agent_step": m.controller_us_per_agent_step,
+                "wasted_call_share": m.wasted_call_share,
+                "wasted_calls": m.wasted_calls,
+                "wasted_tokens": m.wasted_tokens,
+                "spec_hit_rate": m.spec_hit_rate,
+                "spec_token_share": m.spec_token_share,
             })
         return out
 
@@ -225,8 +239,10 @@ def run_mode(trace, cfg: BenchConfig, mode: str, progress_position: int | None =
         backend = None
     else:
         executor, backend = None, make_backend(cfg)
+    speculation = Speculation(depth=cfg.speculate) if mode == SPEC_MODE else None
     with _quiet_gc():
-        return run(env, agents, backend, mode, seed=cfg.seed, max_clusters=cfg.max_clusters,
+        return run(env, agents, backend, "async" if speculation else mode, seed=cfg.seed,
+                   max_clusters=cfg.max_clusters, speculation=speculation,
                    dependencies=trace.perceived if mode == "oracle" else None,
                    progress=cfg.progress, record_calls=cfg.record_calls, executor=executor,
                    progress_position=progress_position)

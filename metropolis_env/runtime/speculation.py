@@ -101,23 +101,27 @@ class _Chain:
         self.room = asyncio.Event()
 
 
+#: Default depth: speculative steps with LLM calls held per agent (chosen by measurement,
+#: docs/SPECULATION.md).
+DEPTH = 4
+
+
 class Speculation(RunObserver):
     """Speculative execution for a Controller (mode "async", local runner).
 
-    depth: speculative steps held per agent (1: only the step it is blocked at).
-    max_inflight: speculative agent-steps computing at once over all agents (None: no limit).
+    depth: held speculative steps with LLM calls per agent (steps without calls are free and
+    limited only by `horizon`, in steps); 1: one costly step ahead at most.
+    max_inflight: speculative agent-steps computing at once over all agents (None: no limit;
+    measured: a limit slows runs down, docs/SPECULATION.md).
     """
 
-    def __init__(self, depth: int = 2, max_inflight: int | None = None, horizon: int = 256):
+    def __init__(self, depth: int = DEPTH, max_inflight: int | None = None, horizon: int = 256):
         if not isinstance(depth, int) or depth < 1:
             raise ConfigError(f"speculation depth must be an int >= 1, got {depth!r}")
         if max_inflight is not None and max_inflight < 1:
             raise ConfigError(f"speculation max_inflight must be >= 1 or None, got {max_inflight}")
         self.depth, self.max_inflight, self.horizon = depth, max_inflight, horizon
         self.use_guesses = True
-        #: Chebyshev tiles around an agent's new state within which others' held steps are
-        #: re-checked early (beyond it, the check at readiness still catches a wrong one).
-        self.reach = 12
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -164,42 +168,40 @@ class Speculation(RunObserver):
     def between_commits(self) -> None:
         env = self.env
         for j in self.moved:
-            # j's state at its new step is final now: held steps that read it are checked again
-            # (and the first held step of those it holds back, which under the paper's rules
-            # reads everyone's current state).
-            own = own_state(env, j)
-            self._revealed(j, own)
+            # j's state at its new step is final now: held steps of the agents it holds back that
+            # read it (that step, and the first, which reads everyone's current state under the
+            # paper's rules) are checked again, and a chain proven wrong is cut there and redone.
+            t = env.agent_step(j)
             for w in watchers(env, j):
                 chain = self.chains.get(w)
-                if chain is not None and chain.steps and not self._holds(w, chain.steps[0]):
-                    self._cut(w, 0)
+                if chain is None or not chain.steps:
+                    continue
+                first = chain.steps[0].step
+                for k in {0, t - first}:
+                    if 0 <= k < len(chain.steps) and not self._holds(w, chain.steps[k]):
+                        self._cut(w, k)
+                        break
         self.moved.clear()
-        for a in sorted(self.want, key=env.agent_step):
+        index = self.c.policy.index  # a set's order of names changes between processes
+        for a in sorted(self.want, key=lambda a: (env.agent_step(a), index[a])):
             if not env.is_ready(a) and a not in self.chains:
                 self.chains[a] = chain = _Chain()
                 self._extend(a, chain, own_state(env, a), self.c.agents[a])
         self.want.clear()
 
-    def _revealed(self, agent: str, own: OwnState) -> None:
-        """`agent`'s own speculation now has it doing something new at step `own.step`: held
-        steps at that step of the agents near it (and of those it holds back) that predicted
-        otherwise are cut there and redone. Only a shortcut: every held step is checked against
-        the real observation before it is used."""
-        for w in self._near(agent, own.position):
+    def _revealed(self, agent: str, step: int) -> None:
+        """`agent`'s own speculation now has it doing something new at `step`: held steps of the
+        agents it holds back that predicted otherwise are cut there and redone. Only agents a
+        laggard holds back are checked, never the other way: news flows from laggards to leaders,
+        so cuts cannot chase each other in a circle. Only a shortcut: every held step is checked
+        against the real observation before it is used."""
+        for w in watchers(self.env, agent):
             chain = self.chains.get(w)
             if chain is None or not chain.steps:
                 continue
-            k = own.step - chain.steps[0].step
+            k = step - chain.steps[0].step
             if 0 <= k < len(chain.steps) and not self._holds(w, chain.steps[k]):
                 self._cut(w, k)
-
-    def _near(self, agent: str, tile) -> set[str]:
-        env = self.env
-        names = env.possible_agents
-        close = {names[j] for j in env._require_reset().near(tile, self.reach)}
-        close.update(watchers(env, agent))
-        close.discard(agent)
-        return close
 
     def _holds(self, agent: str, ahead: _Ahead) -> bool:
         return observation_key(predict(self.env, agent, ahead.own, self._guess)[0]) == ahead.key
@@ -238,7 +240,7 @@ class Speculation(RunObserver):
                 chain.steps.append(ahead)
                 mine.append(ahead)
                 if self.use_guesses and own[1:] != prev[1:]:
-                    self._revealed(name, own)
+                    self._revealed(name, own.step)
                 view = agent_view(env, predicted)
                 try:
                     if self.slots is None:
