@@ -23,6 +23,7 @@ returns None is taken as unchanged by act() and not copied.
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections import deque
 from typing import Any
 
@@ -41,11 +42,12 @@ class _Ahead:
     observation, the agent copy it runs on (after the step: the agent's state after it), its
     action (a future), its LLM client and the calls it made."""
 
-    __slots__ = ("own", "key", "agent", "action", "llm", "calls")
+    __slots__ = ("own", "key", "agent", "action", "llm", "calls", "wait")
 
     def __init__(self, own: OwnState, key: tuple, agent: Any, action: asyncio.Future, llm: LLMClient,
                  calls: "_HeldCalls"):
         self.own, self.key, self.agent, self.action, self.llm, self.calls = own, key, agent, action, llm, calls
+        self.wait: asyncio.Future | None = None  # while waiting for a slot (max_inflight)
 
     @property
     def step(self) -> int:
@@ -90,6 +92,44 @@ class _HeldCalls:
         for req, resp in self.done:
             self.metrics.record_call(req, resp)
         self.done.clear()
+
+
+class _Slots:
+    """At most `n` speculative steps computing at once; waiters are let in smallest step first
+    (the step most likely to be needed soonest), not in arrival order. A waiting step whose
+    result is needed now (adopted) is let through at once, without a slot."""
+
+    def __init__(self, n: int):
+        self.free = n
+        self.waiting: list[tuple[int, int, asyncio.Future]] = []
+        self._seq = 0
+
+    async def acquire(self, ahead: "_Ahead") -> bool:
+        """Wait for a slot; True if one was taken (then `release` it), False if let through."""
+        if self.free > 0 and not self.waiting:
+            self.free -= 1
+            return True
+        ahead.wait = fut = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heapq.heappush(self.waiting, (ahead.step, self._seq, fut))
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.result():
+                self.release()  # granted just as it was cancelled: pass the slot on
+            raise
+
+    def let_through(self, ahead: "_Ahead") -> None:
+        if ahead.wait is not None and not ahead.wait.done():
+            ahead.wait.set_result(False)
+
+    def release(self) -> None:
+        while self.waiting:
+            _, _, fut = heapq.heappop(self.waiting)
+            if not fut.done():
+                fut.set_result(True)
+                return
+        self.free += 1
 
 
 class _Chain:
@@ -153,7 +193,7 @@ class Speculation(RunObserver):
         self.chains: dict[str, _Chain] = {}
         self.want: set[str] = set()     # blocked agents without a chain
         self.moved: list[str] = []      # committed since the last look
-        self.slots = asyncio.Semaphore(self.max_inflight) if self.max_inflight else None
+        self.slots = _Slots(self.max_inflight) if self.max_inflight else None
         self.hits = self.misses = self.cuts = self.issued = self.wasted_calls = 0
         self.wasted_tokens = self.spec_tokens = 0
         return self.dispatch
@@ -246,8 +286,12 @@ class Speculation(RunObserver):
                     if self.slots is None:
                         action = await runner.act(copy, name, own.step, view, calls, llm=llm)
                     else:
-                        async with self.slots:
+                        took = await self.slots.acquire(ahead)
+                        try:
                             action = await runner.act(copy, name, own.step, view, calls, llm=llm)
+                        finally:
+                            if took:
+                                self.slots.release()
                 except AgentStepError as e:  # maybe only on a wrong prediction: the real step decides
                     ahead.action.set_exception(e)
                     return
@@ -324,6 +368,8 @@ class Speculation(RunObserver):
             del self.chains[agent]
         ahead.calls.adopt()
         ahead.llm.speculative = False  # the rest of its calls are real work now
+        if self.slots is not None:
+            self.slots.let_through(ahead)
         if ahead.agent is not self.c.agents[agent]:
             self.c.agents[agent] = ahead.agent
         return ahead
