@@ -15,7 +15,6 @@ asserts; all times are simulated (virtual clock). Run from the repository root:
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 from metropolis_env.bench.runner import BenchConfig, load_trace, run_mode
 
@@ -32,12 +31,12 @@ def main(argv=None) -> None:
     print("|---|" + "---|" * len(LEVELS))
     for point in args.points:
         window, agents, gpus = point.split(":")
-        base = BenchConfig(window=window, agents=int(agents), gpus=int(gpus), bound="map", rules="versioned",
-                           progress=False, lower_bounds=False)
+        base = BenchConfig.of(window=window, agents=int(agents), gpus=int(gpus), bound="map", rules="versioned",
+                              progress=False, lower_bounds=False)
         traces = {}
         cells = []
         for lookahead in LEVELS:
-            cfg = replace(base, lookahead=lookahead)
+            cfg = base.replace(lookahead=lookahead)
             key = lookahead == "plan-ahead"  # the only level that changes the workload
             if key not in traces:
                 trace = load_trace(cfg)

@@ -5,113 +5,67 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .bench.runner import BEST, PAPER_SETTINGS
+from .bench.config import BEST, SCALE, BenchConfig, RunConfig, ServerConfig, TraceConfig, TrackingConfig, option
+from .bench.options import add_options, as_flags, given
 from .errors import ConfigError, MetropolisError
-from .workloads.promises import LOOKAHEADS
 
 
 def _csv(s: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in s.split(",") if x.strip())
 
 
+@dataclass(frozen=True)
+class BenchOutputs:
+    """Where the results go besides the table (and the tracking preset)."""
+
+    json_path: str | None = option(None, "write results as JSON here", flag="--json")
+    plot_dir: str | None = option(
+        None, "write figures (PNG) into this folder (needs matplotlib: pip install 'metropolis-env[plot]'; "
+        f"Gantt charts up to {SCALE.call_records_max_agents} agents)", flag="--plot")
+    best: bool = option(False, f"our best settings, beyond the paper: {as_flags(TrackingConfig, asdict(BEST))}",
+                        action="store_true")
+
+
 def _bench_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workload", default="genagents-day", help="genagents-day | the_ville-morning")
-    p.add_argument("--agents", type=int, default=25, help="25, or a multiple of 25 (concatenated villes)")
-    p.add_argument("--window", default="busy", help="full | busy (12-1 PM) | quiet (6-7 AM)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--modes", type=_csv, default=None,
-                   help="comma-separated: single,sync,async,oracle,nodep (default: all but nodep; "
-                        "no single above 500 agents, sync,async only from 5,000)")
-    p.add_argument("--backend", default="sim", help="sim (embedded simulated server) | openai")
-    p.add_argument("--gpu", default="l4", help="simulated GPU preset (l4, a100, h100, h200, ...)")
-    p.add_argument("--model", default="llama-3-8b", help="simulated model preset")
-    p.add_argument("--gpus", type=int, default=1, help="data-parallel GPU replicas of the simulated server")
-    p.add_argument("--policy", default="priority", help="priority (smallest step first) | fcfs")
-    # None: not given (the paper's setting, or --best's)
-    p.add_argument("--bound", default=None, help="dependency bound: box (the paper's) | map (walls and rooms)")
-    p.add_argument("--rules", default=None, choices=("paper", "versioned"),
-                   help="dependency rules: paper (current state only, coupled clusters) | versioned "
-                        "(per-step state versions: no coupling, shorter blocking)")
-    p.add_argument("--lookahead", nargs="?", const="persona", default=None, choices=LOOKAHEADS,
-                   help="with --rules versioned: trace agents declare what they know ahead as paths and "
-                        "routes: persona (their walks, sleep, conversations; the default of a bare "
-                        "--lookahead), plan-ahead (the same, with personas that plan their next activity "
-                        "on arrival: a workload variant) or clairvoyant (the whole future: an upper "
-                        "bound) (docs/RULES.md)")
-    p.add_argument("--best", action="store_true",
-                   help=f"our best settings, beyond the paper: {_flags(BEST)}")
-    p.add_argument("--max-clusters", type=int, default=None, help="cap on clusters in flight")
-    p.add_argument("--base-url", action="append", default=[], help="OpenAI-compatible server (repeatable)")
-    p.add_argument("--api-model", default=None, help="model name on the real server")
-    p.add_argument("--server", default="vllm", help="kind of real server, for priority and fixed output "
-                   "length: vllm | sglang | llamacpp | transformers | openai")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds per request attempt (real servers)")
-    p.add_argument("--steps", type=int, default=None, help="replay only the window's first N steps")
-    p.add_argument("--trace", default=None, help="replay a trace file saved with Trace.save instead")
-    p.add_argument("--executor", default="local", choices=("local", "ray"),
-                   help="where agent-steps run: local (this process) | ray (a pool of Ray actors)")
-    p.add_argument("--address", default=None,
-                   help="Ray cluster to join with --executor ray (e.g. auto, ray://head:10001); default: a local Ray")
-    p.add_argument("--actors", type=int, default=4, help="Ray actors hosting the agents (--executor ray)")
-    p.add_argument("--jobs", type=int, default=None,
-                   help="worker processes running the modes side by side (simulated backend; the results "
-                        "are those of a sequential run); default: one per mode up to the usable CPUs; 1: "
-                        "all modes in this process, one after another")
-    p.add_argument("--json", dest="json_path", default=None, help="write results as JSON here")
-    p.add_argument("--plot", dest="plot_dir", default=None, help="write figures (PNG) into this folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--no-bounds", action="store_true",
-                   help="skip the critical-path and gpu-limit bounds (skipped anyway above 1,000 agents)")
+    add_options(p, TraceConfig, "workload")
+    add_options(p, ServerConfig, "LLM server")
+    add_options(p, TrackingConfig, "dependency tracking", also={"--best": BEST})
+    add_options(p, RunConfig, "run")
+    add_options(p, BenchOutputs, "output")
 
 
-def default_modes(agents: int) -> tuple[str, ...]:
-    """Modes worth their time at a scale: single-thread replays every call one after another."""
-    if agents >= 5000:
-        return ("sync", "async")
-    if agents > 500:
-        return ("sync", "async", "oracle")
-    return ("single", "sync", "async", "oracle")
-
-
-def _flags(settings: dict) -> str:
-    return " ".join(f"--{k} {v}" for k, v in settings.items())
-
-
-def _config(a: argparse.Namespace):
-    from .bench.runner import BenchConfig
-
-    given = {k: getattr(a, k) for k in PAPER_SETTINGS if getattr(a, k) is not None}
-    if a.best and given:
-        raise ConfigError(f"--best sets {_flags(BEST)}; drop {_flags(given)}")
-    for k, v in (BEST if a.best else {**PAPER_SETTINGS, **given}).items():
-        setattr(a, k, v)
-
-    return BenchConfig(workload=a.workload, agents=a.agents, window=a.window, seed=a.seed,
-                       modes=a.modes or default_modes(a.agents),
-                       backend=a.backend, gpu=a.gpu, model=a.model, gpus=a.gpus, policy=a.policy,
-                       bound=a.bound, rules=a.rules, lookahead=a.lookahead, max_clusters=a.max_clusters, base_urls=tuple(a.base_url),
-                       api_model=a.api_model, server=a.server, timeout_s=a.timeout, steps=a.steps, trace_path=a.trace,
-                       executor=a.executor, ray_address=a.address, ray_actors=a.actors,
-                       progress=not a.no_progress, lower_bounds=not a.no_bounds and a.agents <= 1000,
-                       record_calls=a.plot_dir is not None and a.agents <= 100, jobs=a.jobs)
+def _config(a: argparse.Namespace, out: BenchOutputs) -> BenchConfig:
+    """The bench's config from the command line: what was given over the defaults, `--best`'s
+    tracking when asked, and per-call records when `--plot` wants Gantt charts (by scale)."""
+    tracking = given(a, TrackingConfig)
+    if out.best and tracking:
+        raise ConfigError(f"--best sets {as_flags(TrackingConfig, asdict(BEST))}; "
+                          f"drop {as_flags(TrackingConfig, tracking)}")
+    cfg = BenchConfig(trace=TraceConfig(**given(a, TraceConfig)), llm=ServerConfig(**given(a, ServerConfig)),
+                      tracking=BEST if out.best else TrackingConfig(**tracking), run=RunConfig(**given(a, RunConfig)))
+    if out.plot_dir is not None:
+        cfg = cfg.replace(record_calls=SCALE.record_calls(cfg.trace.agents))
+    return cfg
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
     from .bench.report import table
     from .bench.runner import run_bench
 
-    result = run_bench(_config(a))
+    out = BenchOutputs(**given(a, BenchOutputs))
+    result = run_bench(_config(a, out))
     print(table(result))
-    if a.json_path:
-        Path(a.json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json_path).write_text(json.dumps(result.to_json(), indent=2))
-        print(f"results written to {a.json_path}")
-    if a.plot_dir:
+    if out.json_path:
+        Path(out.json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(out.json_path).write_text(json.dumps(result.to_json(), indent=2))
+        print(f"results written to {out.json_path}")
+    if out.plot_dir:
         from .bench.plots import plot_result
 
-        for path in plot_result(result, a.plot_dir):
+        for path in plot_result(result, out.plot_dir):
             print(f"figure written to {path}")
     return 0
 

@@ -235,7 +235,7 @@ def test_bench_refuses_ray_with_the_virtual_clock_simulator():
     from metropolis_env.cli import main
 
     with pytest.raises(me.ConfigError, match="--executor ray"):
-        BenchConfig(executor="ray", backend="sim").validate()
+        BenchConfig.of(executor="ray", backend="sim").validate()
     assert main(["bench", "--executor", "ray", "--backend", "sim", "--no-progress"]) == 2
 
 

@@ -22,12 +22,13 @@ def _f(x, fmt: str = "{:.2f}", none: str = "-") -> str:
 def table(result: BenchResult) -> str:
     """A markdown table: one row per mode, then the lower bounds."""
     cfg = result.config
-    server = (f"{cfg.gpus} x {cfg.gpu} / {cfg.model} (simulated" if cfg.backend == "sim" else
-              f"{cfg.api_model or cfg.model} on {len(cfg.base_urls)} {cfg.server} endpoint(s) (real")
-    source = f"trace {cfg.trace_path}" if cfg.trace_path else f"workload {cfg.workload}, {cfg.agents} agents, window {cfg.window}"
-    head = (f"{source}{f', first {cfg.steps} steps' if cfg.steps else ''}, "
-            f"{server}, {cfg.policy}, bound {cfg.bound}, rules {cfg.rules}"
-            f"{f', lookahead {cfg.lookahead}' if cfg.lookahead != 'off' else ''})")
+    t, llm, tracking = cfg.trace, cfg.llm, cfg.tracking
+    server = (f"{llm.gpus} x {llm.gpu} / {llm.model} (simulated" if llm.backend == "sim" else
+              f"{llm.api_model or llm.model} on {len(llm.base_urls)} {llm.server} endpoint(s) (real")
+    source = f"trace {t.trace_path}" if t.trace_path else f"workload {t.workload}, {t.agents} agents, window {t.window}"
+    head = (f"{source}{f', first {t.steps} steps' if t.steps else ''}, "
+            f"{server}, {llm.policy}, bound {tracking.bound}, rules {tracking.rules}"
+            f"{f', lookahead {tracking.lookahead}' if tracking.lookahead != 'off' else ''})")
     lines = [head, "",
              "| mode | time (s) | vs sync | vs single | % of oracle | parallelism | deps/agent | "
              "spread | LLM calls | tokens in | tokens out | wall (s) |",
