@@ -15,6 +15,24 @@ def peak_memory_mb(who: int = resource.RUSAGE_SELF) -> float:
     return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
 
 
+#: How to read the table (printed under it, and in `metropolis-env bench --help`).
+LEGEND = """\
+How to read the table:
+  modes         single: one LLM call at a time (the original Generative Agents code); sync: global
+                steps, every agent of a step in parallel; async: out of order (this project); oracle:
+                out of order waiting only for the agents each agent really perceived; nodep: no waiting
+  time (s)      virtual seconds: how long the run takes on the server (the simulated server's clock);
+                wall (s) is how long this machine took to compute it
+  vs sync       sync's time / this mode's time (speedup; vs single likewise)
+  % of oracle   oracle's time / this mode's time: how close to waiting only for real interactions
+  parallelism   LLM requests in flight, time-weighted mean
+  deps/agent    agents each agent-step waited for, itself included (sync: every agent)
+  spread        most advanced agent's step minus the furthest behind, time-weighted mean
+  lower bounds  critical path: the longest chain of really dependent calls, each served alone
+                (unlimited GPUs); gpu-limit: every call submitted at once (throughput). No mode
+                that waits for real interactions can beat the larger; "async is Nx" how far it is"""
+
+
 def _f(x, fmt: str = "{:.2f}", none: str = "-") -> str:
     return none if x is None else fmt.format(x)
 
