@@ -60,11 +60,27 @@ def test_position_observations_are_the_full_observations_tiles(trace):
         for name, o in obs_f.items():
             assert obs_p[name] == tuple(int(x) for x in o["position"])
             assert type(obs_p[name]) is tuple
-    # the same world afterwards, and observe() still gives the full dict
+    # the same world afterwards
     assert full.positions == pos.positions and full.stats == pos.stats
+
+
+def test_observe_gives_the_full_observation_in_position_mode_mid_run(trace):
+    full, pos = trace_env(trace), trace_env(trace)
+    full.observation_mode = "full"
+    full.reset(seed=0)
+    pos.reset(seed=0)
+    rng = np.random.default_rng(2)
+    handed = {}
+    for _ in range(4):  # a few calls on a subset of the ready agents, the same in both
+        acts = {a: int(rng.integers(0, 9)) for a in full.ready_agents()[:8]}
+        got, *_ = full.step(acts)
+        pos.step(acts)
+        handed.update(got)
     ready = pos.ready_agents()
-    if ready:
-        assert set(pos.observe(ready[0])) >= {"position", "perceived", "action_mask"}
+    assert ready == full.ready_agents() and set(ready) & set(handed)
+    assert any(pos.agent_step(a) > 0 for a in ready)  # mid-run, not the reset observation
+    for a in set(ready) & set(handed):
+        np.testing.assert_equal(pos.observe(a), handed[a])
 
 
 def _act(agent, obs, step):
