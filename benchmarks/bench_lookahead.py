@@ -10,6 +10,7 @@ asserts; all times are simulated (virtual clock). Run from the repository root:
 
     python benchmarks/bench_lookahead.py
     python benchmarks/bench_lookahead.py --points busy:25:8 full:25:8
+    python benchmarks/bench_lookahead.py --points busy:25:8 --steps 20   # a smoke run
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", nargs="+", default=["busy:25:8", "full:25:8", "busy:100:8", "quiet:100:8"],
                     help="window:agents:gpus")
+    ap.add_argument("--steps", type=int, default=None, help="replay only each window's first N steps (default: all)")
     args = ap.parse_args(argv)
     print("async with each lookahead: time (s), % of its workload's oracle, async/sync, tracker deps per agent-step")
     print("| point | " + " | ".join(LEVELS) + " |")
@@ -32,7 +34,7 @@ def main(argv=None) -> None:
     for point in args.points:
         window, agents, gpus = point.split(":")
         base = BenchConfig.of(window=window, agents=int(agents), gpus=int(gpus), bound="map", rules="versioned",
-                              progress=False, lower_bounds=False)
+                              steps=args.steps, progress=False, lower_bounds=False)
         traces = {}
         cells = []
         for lookahead in LEVELS:
