@@ -11,7 +11,7 @@ from pathlib import Path
 from .config import BEST, SCALE, BenchConfig
 from .runner import BenchResult, load_trace, run_bench
 
-#: The paper's headline numbers (shared/design/PAPER.md; Llama-3-8B on NVIDIA L4).
+#: The paper's headline numbers (docs/PAPER.md; Llama-3-8B on NVIDIA L4).
 #: key: (window, agents, gpus) -> {"vs_single", "vs_sync", "pct_oracle", "par_async", "par_sync"}
 PAPER = {
     ("full", 25, 1): {"vs_single": 2.38, "vs_sync": 1.44, "pct_oracle": 82.9},
