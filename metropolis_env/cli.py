@@ -1,4 +1,4 @@
-"""`metropolis-env`: the command line (bench, sweep)."""
+"""`metropolis-env`: the command line (bench, sweep, resume)."""
 
 from __future__ import annotations
 
@@ -9,31 +9,27 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .bench.config import BEST, SCALE, BenchConfig, RunConfig, ServerConfig, TraceConfig, TrackingConfig, option
-from .bench.options import add_options, as_flags, given
+from .bench.options import add_options, as_flags, comma_list, given
 from .bench.report import LEGEND
 from .errors import ConfigError, MetropolisError
 
 
-def _csv(s: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in s.split(",") if x.strip())
-
-
 @dataclass(frozen=True)
 class BenchOutputs:
-    """Where the results go besides the table (and the tracking preset)."""
+    """Where the results go besides the table."""
 
     json_path: str | None = option(None, "write results as JSON here", flag="--json")
     plot_dir: str | None = option(
         None, "write figures (PNG) into this folder (needs matplotlib: pip install 'metropolis-env[plot]'; "
         f"Gantt charts up to {SCALE.call_records_max_agents} agents)", flag="--plot")
-    best: bool = option(False, f"our best settings, beyond the paper: {as_flags(TrackingConfig, asdict(BEST))}",
-                        action="store_true")
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
     add_options(p, TraceConfig, "workload")
     add_options(p, ServerConfig, "LLM server")
-    add_options(p, TrackingConfig, "dependency tracking", also={"--best": BEST})
+    tracking = add_options(p, TrackingConfig, "dependency tracking", also={"--best": BEST})
+    tracking.add_argument("--best", action="store_true",
+                          help=f"our best settings, beyond the paper: {as_flags(TrackingConfig, asdict(BEST))}")
     add_options(p, RunConfig, "run")
     add_options(p, BenchOutputs, "output")
 
@@ -55,11 +51,11 @@ def _config(a: argparse.Namespace, out: BenchOutputs) -> BenchConfig:
     tracking when asked, per-call records when `--plot` wants Gantt charts (by scale), and
     progress bars only on a terminal."""
     tracking = given(a, TrackingConfig)
-    if out.best and tracking:
+    if a.best and tracking:
         raise ConfigError(f"--best sets {as_flags(TrackingConfig, asdict(BEST))}; "
                           f"drop {as_flags(TrackingConfig, tracking)}")
     cfg = BenchConfig(trace=TraceConfig(**given(a, TraceConfig)), llm=ServerConfig(**given(a, ServerConfig)),
-                      tracking=BEST if out.best else TrackingConfig(**tracking), run=RunConfig(**given(a, RunConfig)))
+                      tracking=BEST if a.best else TrackingConfig(**tracking), run=RunConfig(**given(a, RunConfig)))
     if out.plot_dir is not None:
         _check_matplotlib()
         cfg = cfg.replace(record_calls=SCALE.record_calls(cfg.trace.agents))
@@ -133,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="docs/RESULTS.md", help="the markdown report (default: docs/RESULTS.md)")
     s.add_argument("--json", dest="json_path", default=None, help="also write every result as JSON here")
     s.add_argument("--quick", action="store_true", help="a reduced grid (for a smoke test)")
-    s.add_argument("--sections", type=_csv, default=("grid", "priority", "bounds"),
+    s.add_argument("--sections", type=comma_list, default=("grid", "priority", "bounds"),
                    help="comma-separated: grid (the paper's grid), priority (on/off at 500 agents), "
                         "bounds (map vs box)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars (off anyway when piped)")

@@ -22,6 +22,7 @@ from ..errors import ConfigError
 from ..env import RULES
 from ..runtime.controller import MODES
 from ..workloads.promises import LOOKAHEADS
+from .options import comma_list
 
 WINDOWS = ("full", "busy", "quiet")
 BACKENDS = ("sim", "openai")
@@ -43,10 +44,6 @@ def option(default: Any, help: str, *, flag: str | None = None, **argparse_kw: A
     """A config field with its command-line form: `flag` (default `--field-name`), `help`, and
     any further `argparse.add_argument` keywords (choices, type, nargs, const, action)."""
     return field(default=default, metadata={"help": help, "flag": flag, "argparse": argparse_kw})
-
-
-def _csv(s: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in s.split(",") if x.strip())
 
 
 @dataclass(frozen=True)
@@ -169,7 +166,7 @@ class RunConfig:
 
     modes: tuple[str, ...] | None = option(
         None, "comma-separated: single,sync,async,oracle,nodep (default: single,sync,async,oracle; single only "
-        f"up to {SCALE.single_max_agents} agents, oracle only below {SCALE.oracle_min_skip:,})", type=_csv)
+        f"up to {SCALE.single_max_agents} agents, oracle only below {SCALE.oracle_min_skip:,})", type=comma_list)
     max_clusters: int | None = option(None, "cap on clusters in flight (default: none)", type=int)
     executor: str = option("local", "where agent-steps run: local (this process) | ray (a pool of Ray actors)",
                            choices=EXECUTORS)

@@ -28,11 +28,16 @@ def _shown_default(f: Field, also: dict[str, Any]) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
+def comma_list(s: str) -> tuple[str, ...]:
+    """An option's value 'a, b,c' as ('a', 'b', 'c')."""
+    return tuple(x.strip() for x in s.split(",") if x.strip())
+
+
 def add_options(parser: argparse.ArgumentParser, cls: type, title: str,
-                also: dict[str, Any] | None = None) -> None:
+                also: dict[str, Any] | None = None) -> argparse._ArgumentGroup:
     """An argument group `title` with one option per documented field of dataclass `cls`.
     `also` maps a preset's flag to a preset instance whose values the help shows beside the
-    defaults (e.g. {"--best": BEST})."""
+    defaults (e.g. {"--best": BEST}). Returns the group, for options that are no field."""
     doc = (cls.__doc__ or "").split("\n\n")[0].strip()
     group = parser.add_argument_group(title, " ".join(doc.split()))
     for f in fields(cls):
@@ -43,6 +48,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, title: str,
         if kw.get("action") not in ("store_true", "store_false") and "choices" not in kw:
             kw["metavar"] = _flag(f).lstrip("-").replace("-", "_").upper()
         group.add_argument(_flag(f), dest=f.name, default=argparse.SUPPRESS, help=help_text, **kw)
+    return group
 
 
 def given(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
