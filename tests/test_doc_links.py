@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -11,9 +10,10 @@ DOC_PATH = re.compile(r"(?<![\w/.])docs/[\w./-]*\w")
 
 
 def _tracked_text_files() -> list[Path]:
-    listed = subprocess.run(["git", "ls-files", "*.py", "*.md", "*.toml", "*.sh"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split()
-    return [ROOT / p for p in listed]
+    """The repository's sources and docs (no hidden folders: .git, .venv; no build outputs)."""
+    return [p for p in ROOT.rglob("*") if p.suffix in (".py", ".md", ".toml", ".sh") and p.is_file()
+            and not any(part.startswith(".") or part in ("build", "dist") or part.endswith(".egg-info")
+                        for part in p.relative_to(ROOT).parts)]
 
 
 def test_every_docs_path_mentioned_exists():
