@@ -3,7 +3,6 @@ settled stretches, and the routes of their walks."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -150,8 +149,8 @@ def test_trace_agents_declare_their_promises_and_replay_faithfully():
     from metropolis_env.bench.runner import BenchConfig, load_trace, run_mode
     from metropolis_env.env import AsyncParallelEnv
 
-    cfg = BenchConfig(agents=25, window="busy", gpus=8, steps=60, bound="map", rules="versioned",
-                      progress=False, lower_bounds=False)
+    cfg = BenchConfig.of(agents=25, window="busy", gpus=8, steps=60, bound="map", rules="versioned",
+                         progress=False, lower_bounds=False)
     trace = load_trace(cfg)
     declared = []
     step = AsyncParallelEnv.step
@@ -163,11 +162,11 @@ def test_trace_agents_declare_their_promises_and_replay_faithfully():
     try:
         plain = run_mode(trace, cfg, "async")
         assert not declared
-        ahead = run_mode(trace, replace(cfg, lookahead="persona"), "async")
+        ahead = run_mode(trace, cfg.replace(lookahead="persona"), "async")
         ends = persona_promises(trace).end
         assert len(declared) == int((ends > np.arange(trace.n_steps)).sum())
         declared.clear()
-        seer = run_mode(trace, replace(cfg, lookahead="clairvoyant"), "async")
+        seer = run_mode(trace, cfg.replace(lookahead="clairvoyant"), "async")
     finally:
         AsyncParallelEnv.step = step
     assert sorted(declared) == sorted(trace.agents)  # each its whole future, once
@@ -180,6 +179,6 @@ def test_lookahead_needs_the_versioned_rules():
     from metropolis_env.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--rules versioned"):
-        BenchConfig(lookahead="persona").validate()
+        BenchConfig.of(lookahead="persona").validate()
     with pytest.raises(ConfigError, match="unknown lookahead 'psychic'"):
-        BenchConfig(lookahead="psychic", rules="versioned").validate()
+        BenchConfig.of(lookahead="psychic", rules="versioned").validate()

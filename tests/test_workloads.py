@@ -14,7 +14,7 @@ from metropolis_env.workloads.genagents_day import genagents_day
 from metropolis_env.workloads.real_run import legal_positions, the_ville_morning
 from metropolis_env.world import the_ville
 
-# The paper's figures for one simulated day of 25 agents (shared/design/PAPER.md).
+# The paper's figures for one simulated day of 25 agents (docs/PAPER.md).
 PAPER = {"calls": 56_700, "busy": 5_000, "quiet": 800, "input": 642.6, "output": 21.9, "deps": 1.85}
 BUSY, QUIET = (4320, 4680), (2160, 2520)
 

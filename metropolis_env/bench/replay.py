@@ -25,13 +25,13 @@ PromptFn = Callable[[int], str]
 
 def word_prompt(n_tokens: int) -> str:
     """A prompt of `n_tokens` words "t0 t1 ...": exactly n tokens with a word-level tokenizer
-    whose vocabulary is those words (the offline GPU recipe in shared/gpu/REAL_SERVER.md)."""
+    whose vocabulary is those words (the offline GPU recipe in docs/REAL_SERVER.md)."""
     return " ".join(f"t{k % 1000}" for k in range(n_tokens))
 
 
 def fixed_length_generation_config(n_out: int) -> dict:
     """Request fields that make `transformers serve` generate exactly `n_out` tokens
-    (shared/gpu/REAL_SERVER.md: it takes a JSON generation_config per request)."""
+    (docs/REAL_SERVER.md: it takes a JSON generation_config per request)."""
     return {"generation_config": json.dumps({"min_new_tokens": n_out, "max_new_tokens": n_out,
                                              "do_sample": False})}
 
