@@ -17,17 +17,15 @@ counts the times whose tile differs from the recording.
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
-import json
 from functools import lru_cache
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..world import data_path, the_ville
 from . import calls as C
 from .perception import perceived_csr
+from .recorded import RecordedRun, read_run
 from .trace import Trace
 from .walking import path4
 
@@ -36,46 +34,16 @@ RADIUS_P = 4
 
 
 def the_ville_morning(seed: int = 0) -> Trace:
-    """The recorded run as a trace; `seed` only drives the synthesised call chains (cached)."""
-    return _morning(int(seed))
+    """The shipped recorded run as a trace; `seed` only drives the synthesised call chains."""
+    return recorded_trace(data_path("the_ville", "runs", RUN), seed, name="the_ville-morning")
 
 
-@lru_cache(maxsize=1)
-def _recorded() -> dict:
-    base = data_path("the_ville", "runs", RUN)
-    with base.joinpath("meta.json").open(encoding="utf-8") as f:
-        meta = json.load(f)
-    names = meta["persona_names"]
-    index = {n: i for i, n in enumerate(names)}
-    n, steps = len(names), int(meta["n_steps"])
-    xy = np.zeros((n, steps, 2), dtype=np.int16)
-    for row in _rows(base.joinpath("positions.csv.gz")):
-        t, a = int(row["step"]), index[row["agent"]]
-        xy[a, t] = (int(row["x"]), int(row["y"]))
-    table: dict[str, int] = {}
-    activity = np.zeros((n, steps), dtype=np.int32)
-    partner = np.full((n, steps), -1, dtype=np.int32)
-    for row in _rows(base.joinpath("events.csv.gz")):
-        t, a = int(row["step"]), index[row["agent"]]
-        activity[a, t] = table.setdefault(row["description"], len(table))
-        if row["chat_partner"]:
-            partner[a, t] = index[row["chat_partner"]]
-    seconds = np.zeros(steps + 1, dtype=np.int64)
-    jumps = {e["step"]: int(e["seconds_since_previous_step"]) for e in meta["step_time_exceptions"]}
-    # seconds[t] is the game time of step t (the state before it); the clock jump recorded at
-    # step s lies between times s - 1 and s.
-    dt = np.full(steps, int(meta["seconds_per_step"]), dtype=np.int64)
-    for s, sec in jumps.items():
-        if 1 <= s < steps:
-            dt[s - 1] = sec
-    seconds[1:] = np.cumsum(dt)
-    return {"names": tuple(names), "xy": xy, "activity": activity, "partner": partner,
-            "activities": tuple(sorted(table, key=table.get)), "seconds": seconds, "meta": meta}
-
-
-def _rows(path):
-    with path.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8", newline="") as f:
-        yield from csv.DictReader(io.StringIO(f.read()))
+def recorded_trace(path, seed: int = 0, name: str | None = None) -> Trace:
+    """The recorded run in folder `path` (`recorded.read_run`: the shipped format or reverie's
+    storage folder) as a trace; `seed` only drives the synthesised call chains (cached).
+    ConfigError naming the file and row for a malformed folder."""
+    run = read_run(str(path))
+    return _trace(run, int(seed), name or f"recorded:{run.name}")
 
 
 def legal_positions(recorded: np.ndarray) -> tuple[np.ndarray, list[dict], int]:
@@ -113,37 +81,38 @@ def legal_positions(recorded: np.ndarray) -> tuple[np.ndarray, list[dict], int]:
 
 
 @lru_cache(maxsize=8)
-def _morning(seed: int) -> Trace:
-    rec = _recorded()
-    names = rec["names"]
-    n, steps = rec["xy"].shape[0], rec["xy"].shape[1]
-    recorded = np.concatenate([rec["xy"][:, :1], rec["xy"]], axis=1)
-    positions, teleports, deviating = legal_positions(recorded)
+def _trace(run: RecordedRun, seed: int, name: str) -> Trace:
+    names = run.names
+    steps = run.xy.shape[1]
+    recorded = np.concatenate([run.xy[:, :1], run.xy], axis=1)
+    try:
+        positions, teleports, deviating = legal_positions(recorded)
+    except ValueError as e:  # a jump to a tile no walk reaches
+        raise ConfigError(f"recorded run {run.name!r}: {e}; every move must be walkable on the_ville") from None
     world = the_ville()
     counts, ids = perceived_csr(world, positions, steps, RADIUS_P, True)
-    events = _events(rec, counts, ids)
+    events = _events(run, counts, ids)
     chains = C.sample_chains(events, np.random.default_rng([seed, 0x7669]))
-    meta = {"workload": "the_ville-morning", "seed": seed, "run": RUN, "world": {"map": "the_ville"},
-            "teleports": teleports, "deviating_agent_steps": deviating,
+    meta = {"workload": name, "seed": seed, "run": run.name, "recorded": run.source,
+            "world": {"map": "the_ville"}, "teleports": teleports, "deviating_agent_steps": deviating,
             "conversations": int(np.count_nonzero(events.chat_initiator))}
     trace = Trace(
-        name="the_ville-morning", agents=names, world=world, positions=positions,
-        activity=rec["activity"], activities=rec["activities"], partner=rec["partner"],
-        utterance=_utterances(rec["partner"]), n_calls=chains.n_calls,
+        name=name, agents=names, world=world, positions=positions,
+        activity=run.activity, activities=run.activities, partner=run.partner,
+        utterance=_utterances(run.partner), n_calls=chains.n_calls,
         input_tokens=chains.input_tokens, output_tokens=chains.output_tokens,
         call_kind=chains.call_kind, call_kinds=C.CALL_KINDS, n_perceived=counts, perceived_ids=ids,
-        seconds=rec["seconds"], radius_p=RADIUS_P, same_zone=True,
-        start_time=rec["meta"]["start_time"], seconds_per_step=int(rec["meta"]["seconds_per_step"]),
-        meta=meta)
-    for key in ("positions", "n_calls", "input_tokens", "output_tokens", "call_kind",
-                "n_perceived", "perceived_ids"):
+        seconds=run.seconds, radius_p=RADIUS_P, same_zone=True,
+        start_time=run.start_time, seconds_per_step=run.seconds_per_step, meta=meta)
+    for key in ("positions", "activity", "partner", "n_calls", "input_tokens", "output_tokens",
+                "call_kind", "n_perceived", "perceived_ids", "seconds"):
         getattr(trace, key).setflags(write=False)
     return trace
 
 
-def _events(rec: dict, counts: np.ndarray, ids: np.ndarray) -> C.StepEvents:
-    texts = rec["activities"]
-    activity, partner = rec["activity"], rec["partner"]
+def _events(run: RecordedRun, counts: np.ndarray, ids: np.ndarray) -> C.StepEvents:
+    texts = run.activities
+    activity, partner = run.activity, run.partner
     n, steps = activity.shape
     asleep_id = np.array([t.startswith("sleeping") for t in texts])
     awake = ~asleep_id[activity]
@@ -170,13 +139,13 @@ def _events(rec: dict, counts: np.ndarray, ids: np.ndarray) -> C.StepEvents:
             end += 1
         # One utterance per two steps of conversation, within Generative Agents' usual range.
         turns[a, t] = int(np.clip((end - t + 1) // 2, 4, 16))
-    start_time = rec["meta"]["start_time"]
+    start_time = run.start_time
     return C.StepEvents(
-        awake=awake, new_day=C.new_days(start_time, rec["seconds"], n), new_activity=new_task & ~chatting & awake,
+        awake=awake, new_day=C.new_days(start_time, run.seconds, n), new_activity=new_task & ~chatting & awake,
         new_subtask=changed & ~new_task & ~chatting & awake, n_perceived=counts,
         new_events=C.new_perceived_events(counts, ids, activity), chat_initiator=initiator,
         chat_turns=turns, chat_partner_start=start & ~initiator, chat_end=chatting & (nxt != partner),
-        whole_minute=C.whole_minutes(start_time, rec["seconds"]))
+        whole_minute=C.whole_minutes(start_time, run.seconds))
 
 
 def _utterances(partner: np.ndarray) -> np.ndarray:
