@@ -67,7 +67,11 @@ def legal_positions(recorded: np.ndarray) -> tuple[np.ndarray, list[dict], int]:
             cur = tuple(recorded[a, t])
             if moves[t - 1] > 1:
                 teleports.append({"agent": a, "step": t - 1, "manhattan": int(moves[t - 1])})
-                waypoints.extend(map(tuple, path4(world, waypoints[-1], cur)[1:].tolist()))
+                try:
+                    waypoints.extend(map(tuple, path4(world, waypoints[-1], cur)[1:].tolist()))
+                except ValueError:
+                    raise ConfigError(f"agent {a} jumps at step {t - 1} from {tuple(map(int, recorded[a, t - 1]))} "
+                                      f"to {tuple(map(int, cur))}, which no walk on the_ville reaches") from None
             elif cur != waypoints[-1]:
                 waypoints.append(cur)
             due[t] = len(waypoints) - 1
@@ -87,8 +91,9 @@ def _trace(run: RecordedRun, seed: int, name: str) -> Trace:
     recorded = np.concatenate([run.xy[:, :1], run.xy], axis=1)
     try:
         positions, teleports, deviating = legal_positions(recorded)
-    except ValueError as e:  # a jump to a tile no walk reaches
-        raise ConfigError(f"recorded run {run.name!r}: {e}; every move must be walkable on the_ville") from None
+    except ConfigError as e:
+        raise ConfigError(f"recorded run {run.name!r}: {e}; every move must be a walk on the_ville "
+                          f"(agents: {', '.join(f'{i} = {a}' for i, a in enumerate(names))})") from None
     world = the_ville()
     counts, ids = perceived_csr(world, positions, steps, RADIUS_P, True)
     events = _events(run, counts, ids)
