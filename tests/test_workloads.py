@@ -289,6 +289,9 @@ def test_save_load_round_trip(day, tmp_path):
     assert (back.agents, back.activities, back.start_time, back.meta) == \
            (small.agents, small.activities, small.start_time, small.meta)
     assert back.world is the_ville()
+    for a, b in zip(back.plans, small.plans):  # the plans travel too, re-based to the window
+        assert np.array_equal(a, b)
+    assert small.plans.until[0, 0] == day.plans.until[0, 4300] - 4300
 
 
 def test_save_load_concatenated_map(tmp_path):
