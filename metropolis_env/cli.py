@@ -17,7 +17,8 @@ def _csv(s: str) -> tuple[str, ...]:
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workload", default="genagents-day", help="genagents-day | the_ville-morning")
+    p.add_argument("--workload", default="genagents-day",
+                   help="genagents-day | the_ville-morning | recorded:PATH (a recorded run folder, docs/WORKLOADS.md)")
     p.add_argument("--agents", type=int, default=25, help="25, or a multiple of 25 (concatenated villes)")
     p.add_argument("--window", default="busy", help="full | busy (12-1 PM) | quiet (6-7 AM)")
     p.add_argument("--seed", type=int, default=0)
