@@ -404,7 +404,7 @@ def _simulate(names: list[str], places: _Places, rng: np.random.Generator, steps
     # What each persona has planned (plans.py), recorded as it is planned: its current and next
     # activity's places and planned starts. Planned starts are steps of the whole day, whatever
     # `steps` is simulated.
-    plans = Plans.empty(n, steps)
+    plan_rows = np.empty((n, steps, 8), dtype=np.int32)  # plans.COLUMNS of every agent-step
     target = pos.copy()
     next_target = np.full((n, 2), -1, dtype=np.int64)
     next_until = np.full(n, -1, dtype=np.int64)
@@ -470,12 +470,8 @@ def _simulate(names: list[str], places: _Places, rng: np.random.Generator, steps
                     conversations += 1
                 chatting = chat_until >= t
         # 4. Record the step, and the plans as they stand now.
-        plans.target[:, t] = target
-        plans.until[:, t] = np.minimum(next_start, STEPS_PER_DAY)
-        plans.exact[:, t] = asleep
-        plans.chat_end[:, t] = np.where(chatting, chat_until, -1)
-        plans.next_target[:, t] = next_target
-        plans.next_until[:, t] = next_until
+        plan_rows[:, t] = np.column_stack((target, np.minimum(next_start, STEPS_PER_DAY), asleep,
+                                           np.where(chatting, chat_until, -1), next_target, next_until))
         awake_rec[:, t] = ~asleep
         activity[:, t] = cur_act
         if chatting.any():
@@ -496,4 +492,4 @@ def _simulate(names: list[str], places: _Places, rng: np.random.Generator, steps
     activities = tuple(sorted(table, key=table.get))
     return _Sim(positions, activity, activities, partner, utterance, awake_rec,
                 flags["new_activity"], flags["new_subtask"], flags["chat_initiator"], chat_turns,
-                flags["chat_partner_start"], flags["chat_end"], conversations, plans)
+                flags["chat_partner_start"], flags["chat_end"], conversations, Plans.from_dense(plan_rows))

@@ -5,21 +5,21 @@ as the workload's generator made the plan (genagents-day), never read back from 
 later. Lookahead promises (`promises.py`) are built from these alone, plus the tile the persona
 stands on: a persona promises its plan, and the generator makes the persona keep it.
 
-Per agent a and step t (N agents, T steps):
+The plan of agent a at step t (`Plans.at(a, t)`, a `Plan`):
 
-* `target[a, t]` int16 (x, y): the tile its current activity's walk heads for, along the
-  shortest 4-connected walk `walking.path4` from wherever it stands on the way; (-1, -1): no
-  plan known;
-* `until[a, t]` int32: the step its next activity is planned to begin (its day plan fixes it);
-  through that step it is on the walk (or arrived), paused only by conversations;
-* `exact[a, t]` bool: it walks without pausing (asleep: nothing makes it react), so its exact
-  tiles are known;
-* `chat_end[a, t]` int32: the last step of the conversation it is in (known to both partners
-  when the conversation starts), -1 when not conversing;
-* `next_target[a, t]`, `next_until[a, t]`: its next activity's place and the step the one after
-  that is planned to begin; a persona that plans ahead learns them when it arrives (-1: none).
+* `target` (x, y): the tile its current activity's walk heads for, along the shortest
+  4-connected walk `walking.path4` from wherever it stands on the way; (-1, -1): no plan known;
+* `until`: the step its next activity is planned to begin (its day plan fixes it); through that
+  step it is on the walk (or arrived), paused only by conversations;
+* `exact`: it walks without pausing (asleep: nothing makes it react), so its tiles are known;
+* `chat_end`: the last step of the conversation it is in (known to both partners when the
+  conversation starts), -1 when not conversing;
+* `next_target`, `next_until`: its next activity's place and the step the one after that is
+  planned to begin; a persona that plans ahead learns them when it arrives (-1: none).
 
-Step values are absolute steps of the trace; a window re-bases them.
+Steps are absolute steps of the trace; a window re-bases them. Plans change only when an
+activity or a conversation starts, so they are stored as a table of distinct plans and, per
+agent-step, the row in force (int32 (N, T)): 4 bytes an agent-step, like `activity`.
 """
 
 from __future__ import annotations
@@ -30,55 +30,79 @@ import numpy as np
 
 from ..errors import ConfigError
 
-FIELDS = ("target", "until", "exact", "chat_end", "next_target", "next_until")
-_DTYPES = {"target": np.int16, "until": np.int32, "exact": np.bool_, "chat_end": np.int32,
-           "next_target": np.int16, "next_until": np.int32}
-_STEPS = ("until", "chat_end", "next_until")  # step-valued fields (-1: none)
-_TILES = ("target", "next_target")            # tile-valued fields ((-1, -1): none)
+#: Columns of the plan table.
+COLUMNS = ("tx", "ty", "until", "exact", "chat_end", "nx", "ny", "next_until")
+_STEPS = [COLUMNS.index(c) for c in ("until", "chat_end", "next_until")]
+_XS, _YS = [COLUMNS.index(c) for c in ("tx", "nx")], [COLUMNS.index(c) for c in ("ty", "ny")]
 
 
-class Plans(NamedTuple):
-    """The plans of a trace's personas (module doc)."""
+class Plan(NamedTuple):
+    """One persona's plan at one step (module doc)."""
 
-    target: np.ndarray
-    until: np.ndarray
-    exact: np.ndarray
-    chat_end: np.ndarray
-    next_target: np.ndarray
-    next_until: np.ndarray
+    target: tuple[int, int]
+    until: int
+    exact: bool
+    chat_end: int
+    next_target: tuple[int, int]
+    next_until: int
+
+
+class Plans:
+    """The plans of a trace's N agents over T steps: `index` int32 (N, T), the row of `table`
+    (int32 (P, len(COLUMNS))) in force for each agent and step."""
+
+    __slots__ = ("index", "table")
+
+    def __init__(self, index: np.ndarray, table: np.ndarray):
+        self.index = index
+        self.table = table
 
     @classmethod
-    def empty(cls, n: int, steps: int) -> "Plans":
-        """No plan known anywhere (to be filled step by step by a generator)."""
-        return cls(*(np.full((n, steps, 2) if k in _TILES else (n, steps), False if k == "exact" else -1,
-                             dtype=_DTYPES[k]) for k in FIELDS))
+    def from_dense(cls, rows: np.ndarray) -> "Plans":
+        """Plans from one row of COLUMNS per agent and step (int (N, T, len(COLUMNS)))."""
+        n, steps, k = rows.shape
+        table, inverse = np.unique(rows.reshape(-1, k).astype(np.int32), axis=0, return_inverse=True)
+        return cls(inverse.reshape(n, steps).astype(np.int32), table)
+
+    def dense(self) -> np.ndarray:
+        """The plan row of every agent and step (int32 (N, T, len(COLUMNS)))."""
+        return self.table[self.index]
+
+    def column(self, name: str, a: int) -> np.ndarray:
+        """Column `name` of agent a's plans, step by step (int32 (T,))."""
+        return self.table[self.index[a], COLUMNS.index(name)]
+
+    def at(self, a: int, t: int) -> Plan:
+        tx, ty, until, exact, chat_end, nx, ny, next_until = (int(v) for v in self.table[self.index[a, t]])
+        return Plan((tx, ty), until, bool(exact), chat_end, (nx, ny), next_until)
 
     def check(self, n: int, steps: int, name: str) -> None:
-        """ConfigError unless every field has the shape of an (n agents, steps) trace."""
-        for k in FIELDS:
-            want = (n, steps, 2) if k in _TILES else (n, steps)
-            if getattr(self, k).shape != want:
-                raise ConfigError(f"trace {name}: plans.{k} has shape {getattr(self, k).shape}, expected {want}")
+        """ConfigError unless the plans fit an (n agents, steps) trace."""
+        if self.index.shape != (n, steps):
+            raise ConfigError(f"trace {name}: plans.index has shape {self.index.shape}, expected {(n, steps)}")
+        if self.table.ndim != 2 or self.table.shape[1] != len(COLUMNS):
+            raise ConfigError(f"trace {name}: plans.table must have {len(COLUMNS)} columns {COLUMNS}")
+        if self.index.size and not 0 <= int(self.index.min()) <= int(self.index.max()) < len(self.table):
+            raise ConfigError(f"trace {name}: plans.index must point into plans.table")
 
     def window(self, s: int, e: int) -> "Plans":
-        """Steps s..e - 1, step values re-based to s (those before s become -1)."""
-        out = {k: getattr(self, k)[:, s:e] for k in FIELDS}
-        for k in _STEPS:
-            v = out[k].astype(np.int64) - s
-            out[k] = np.where((out[k] >= 0) & (v >= 0), v, -1).astype(np.int32)
-        return Plans(**out)
+        """Steps s..e - 1, steps re-based to s (those before s become -1)."""
+        table = self.table.copy()
+        steps = table[:, _STEPS].astype(np.int64)
+        table[:, _STEPS] = np.where((steps >= 0) & (steps >= s), steps - s, -1)
+        return Plans(self.index[:, s:e], table)
 
     def shifted(self, dx: int, dy: int) -> "Plans":
         """The same plans on a copy of the map offset by (dx, dy)."""
-        out = self._asdict()
-        for k in _TILES:
-            v = out[k]
-            out[k] = np.where(v >= 0, v + np.array([dx, dy], dtype=np.int16), v).astype(np.int16)
-        return Plans(**out)
+        table = self.table.copy()
+        for cols, d in ((_XS, dx), (_YS, dy)):
+            v = table[:, cols]
+            table[:, cols] = np.where(v >= 0, v + d, v)
+        return Plans(self.index, table)
 
     def freeze(self) -> "Plans":
-        for k in FIELDS:
-            getattr(self, k).setflags(write=False)
+        self.index.setflags(write=False)
+        self.table.setflags(write=False)
         return self
 
 
@@ -86,16 +110,18 @@ def concat(parts: Sequence[Plans | None]) -> Plans | None:
     """The plans of agents joined in order; None unless every part has plans."""
     if not parts or any(p is None for p in parts):
         return None
-    return Plans(*(np.concatenate([getattr(p, k) for p in parts]) for k in FIELDS))
+    base = np.cumsum([0] + [len(p.table) for p in parts[:-1]])
+    return Plans(np.concatenate([p.index + b for p, b in zip(parts, base)]).astype(np.int32),
+                 np.concatenate([p.table for p in parts]))
 
 
 def arrays(plans: Plans | None) -> dict[str, np.ndarray]:
-    """The plans as named arrays for a file ("plan_<field>"); empty for None."""
-    return {} if plans is None else {f"plan_{k}": getattr(plans, k) for k in FIELDS}
+    """The plans as named arrays for a file (`plan_index`, `plan_table`); empty for None."""
+    return {} if plans is None else {"plan_index": plans.index, "plan_table": plans.table}
 
 
 def from_arrays(z) -> Plans | None:
     """Plans read back from `arrays` (a mapping, e.g. an open .npz); None if it holds none."""
-    if "plan_target" not in getattr(z, "files", z):
+    if "plan_index" not in getattr(z, "files", z):
         return None
-    return Plans(*(np.asarray(z[f"plan_{k}"], dtype=_DTYPES[k]) for k in FIELDS))
+    return Plans(np.asarray(z["plan_index"], dtype=np.int32), np.asarray(z["plan_table"], dtype=np.int32))

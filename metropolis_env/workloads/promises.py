@@ -135,17 +135,15 @@ def declared(trace, a: int, plan_ahead: bool = False) -> Iterator[Declared]:
 
 
 def _declare(plans, pos: np.ndarray, a: int, t: int, steps: int) -> Declared | None:
-    here = (int(pos[t, 0]), int(pos[t, 1]))
-    until = min(int(plans.until[a, t]), steps)
-    chat_end = min(int(plans.chat_end[a, t]), steps)
-    tx, ty = int(plans.target[a, t, 0]), int(plans.target[a, t, 1])
-    if tx >= 0 and until > t:
-        if plans.exact[a, t]:
-            return Declared(t, until, WALK, (tx, ty), -1)
+    plan = plans.at(a, t)
+    until, chat_end = min(plan.until, steps), min(plan.chat_end, steps)
+    if plan.target[0] >= 0 and until > t:
+        if plan.exact:
+            return Declared(t, until, WALK, plan.target, -1)
         if chat_end <= until:
-            return Declared(t, until, ROUTE, (tx, ty), t)
+            return Declared(t, until, ROUTE, plan.target, t)
     if chat_end > t:
-        return Declared(t, chat_end, WALK, here, -1)
+        return Declared(t, chat_end, WALK, (int(pos[t, 0]), int(pos[t, 1])), -1)
     return None
 
 
@@ -153,11 +151,11 @@ def _follow_on(plans, a: int, r: int, running_end: int, steps: int) -> Declared 
     """Arrived at step r on its route running through `running_end`: the route to its next
     activity's place, departing when that activity is planned to begin; None if it knows none
     that goes on past the running route."""
-    nx, ny = int(plans.next_target[a, r, 0]), int(plans.next_target[a, r, 1])
-    until = min(int(plans.next_until[a, r]), steps)
-    if nx < 0 or until <= running_end:
+    plan = plans.at(a, r)
+    until = min(plan.next_until, steps)
+    if plan.next_target[0] < 0 or until <= running_end:
         return None
-    return Declared(r, until, ROUTE, (nx, ny), running_end, follow_on=True)
+    return Declared(r, until, ROUTE, plan.next_target, running_end, follow_on=True)
 
 
 def declaration(trace, a: int, t: int, end: int, kind: int, target: int, depart: int) -> dict:
@@ -189,13 +187,13 @@ def plan_ahead(trace):
     offsets = trace.call_offsets
     cell = np.repeat(np.arange(n * steps, dtype=np.int64), trace.n_calls.T.ravel())
     moved = np.zeros(cell.shape, dtype=bool)
-    until = trace.plans.until
     for a in range(n):
+        until = trace.plans.column("until", a)
         for d in declared(trace, a, plan_ahead=True):
             if not d.follow_on:
                 continue
             # the next activity begins where its planned start changes
-            later = np.flatnonzero(until[a, d.step + 1:] != until[a, d.step])
+            later = np.flatnonzero(until[d.step + 1:] != until[d.step])
             if not later.size:
                 continue
             k = (d.step + 1 + int(later[0])) * n + a
