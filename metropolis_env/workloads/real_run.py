@@ -1,14 +1,17 @@
-"""the_ville-morning: the recorded 25-agent Generative Agents run shipped with the package.
+"""Recorded runs as traces: `recorded:PATH` and the_ville-morning, the shipped run.
 
-Positions, activities and conversations come from `data/the_ville/runs/skip-morning-s-14`
-(3,000 steps from midnight to 08:22). The run recorded no LLM calls, so call chains are
-synthesised from its events by the calibrated call model (`calls.py`).
+A run folder (`recorded.read_run`: the shipped format or reverie's storage folder) gives the
+positions, activities and conversations; the_ville-morning is the folder
+`data/the_ville/runs/skip-morning-s-14` (25 personas, 3,000 steps from midnight to 08:22)
+through the same code. Runs record no LLM calls, so call chains are synthesised from their
+events by the calibrated call model (`calls.py`). Runs record no plans either (`Trace.plans` is
+None): what personas intended is not in the recording.
 
 Time: trace position t + 1 is the recorded tile after step t (the data's row for step t);
 position 0, the tile before step 0, was not recorded and is taken to be the row-0 tile.
 
-Teleports: at the segment joins of the recorded chain (steps 2425 and 2878) five agents jump
-2 to 13 tiles in one step. An env with max_vel = 1 cannot replay that, so `positions` walks
+Teleports: a recording may jump an agent several tiles in one step (the shipped run: at the
+segment joins of its recorded chain, steps 2425 and 2878, five agents jump 2 to 13 tiles). An env with max_vel = 1 cannot replay that, so `positions` walks
 each jump along a 4-connected shortest path instead and then catches up with the recording by
 skipping the recording's pauses (agents mostly stand still); once caught up it follows the
 recording again. `meta["teleports"]` lists the jumps and `meta["deviating_agent_steps"]`
