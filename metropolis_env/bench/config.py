@@ -89,7 +89,7 @@ SCALE = ScalePolicy()
 class TraceConfig:
     """What is replayed: a workload (or a saved trace file) and its slice."""
 
-    workload: str = option("genagents-day", "genagents-day | the_ville-morning")
+    workload: str = option("genagents-day", "genagents-day | the_ville-morning | recorded:PATH (a recorded run folder, docs/WORKLOADS.md)")
     agents: int = option(25, "25, or a multiple of 25 (concatenated villes)", type=int)
     window: str = option("busy", "full | busy (12-1 PM) | quiet (6-7 AM)")
     seed: int = option(0, "seeds the workload's synthetic trace and the env's start positions", type=int)
