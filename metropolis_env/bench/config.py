@@ -89,8 +89,10 @@ SCALE = ScalePolicy()
 class TraceConfig:
     """What is replayed: a workload (or a saved trace file) and its slice."""
 
-    workload: str = option("genagents-day", "genagents-day | the_ville-morning | recorded:PATH (a recorded run folder, docs/WORKLOADS.md)")
-    agents: int = option(25, "25, or a multiple of 25 (concatenated villes)", type=int)
+    workload: str = option("genagents-day", "genagents-day | the_ville-morning | recorded:PATH "
+                                            "(a recorded run folder, docs/WORKLOADS.md)")
+    agents: int = option(25, "the workload's persona count (25 for the shipped ones) or a multiple of it "
+                             "(copies side by side)", type=int)
     window: str = option("busy", "full | busy (12-1 PM) | quiet (6-7 AM)")
     seed: int = option(0, "seeds the workload's synthetic trace and the env's start positions", type=int)
     steps: int | None = option(None, "replay only the window's first N steps (default: all of them)", type=int)
