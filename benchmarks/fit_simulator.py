@@ -65,8 +65,8 @@ def fit_l4(engine: str) -> tuple[float, float]:
 def main() -> None:
     for engine in ("sglang", "vllm"):
         o, e = fit_l4(engine)
-        print(f"{engine} on L4: per-iteration cost {o * 1e3:.2f} ms, L4 decode share {e:.4f} "
-              f"(small-model step {L4_SMALL_ITL_S * 1e3} ms, paper single-thread {PAPER_SINGLE_S / CALLS:.3f} s a call)")
+        print(f"{engine} on L4: per-iteration cost {o * 1e3:.2f} ms, L4 decode share {e:.4f} (small-model "
+              f"step {L4_SMALL_ITL_S * 1e3:.1f} ms, paper single-thread {PAPER_SINGLE_S / CALLS:.3f} s a call)")
     a100 = make_backend("a100-40gb-vllm").config
 
     def tpot(e):

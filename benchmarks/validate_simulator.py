@@ -5,13 +5,18 @@ Runs the headline points of AI Metropolis (MLSys 2025) with the paper's rules (`
 bench` per point, and prints the validation table of docs/SIMULATOR.md (ours vs paper, error %).
 
     python benchmarks/validate_simulator.py OUT_DIR [--only NAME ...] [--gpu l4]
+    python benchmarks/validate_simulator.py --closed-loop [--gpu l4]
 
 Each point's JSON lands in OUT_DIR (an existing JSON is reused, so a run can be resumed).
+--closed-loop prints the simulated GPU's requests/s and latency for N clients sending the busy
+hour's mean request (641 / 21 tokens) back to back, beside which docs/SIMULATOR.md reads the
+paper's implied per-GPU throughput.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import subprocess
 import sys
@@ -70,12 +75,41 @@ def figures(result: dict) -> dict:
     return f
 
 
+def closed_loop(gpu: str, clients: int, per_client: int = 20) -> tuple[float, float]:
+    """(requests/s, mean latency s) of `clients` clients each sending `per_client` requests."""
+    from metropolis_env import clock
+    from metropolis_env.backends.base import LLMRequest
+    from metropolis_env.backends.simulated import make_backend
+
+    backend, latencies = make_backend(gpu), []
+
+    async def client(c):
+        for k in range(per_client):
+            r = await backend.complete(LLMRequest(f"c{c}", k, input_tokens=641, output_tokens=21))
+            latencies.append(r.latency)
+
+    async def main():
+        await asyncio.gather(*(client(c) for c in range(clients)))
+        return clients * per_client / asyncio.get_running_loop().time()
+
+    return clock.run(main()), sum(latencies) / len(latencies)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("out", type=Path)
+    p.add_argument("out", type=Path, nargs="?")
     p.add_argument("--only", nargs="*", default=None)
     p.add_argument("--gpu", default="l4")
+    p.add_argument("--closed-loop", action="store_true")
     a = p.parse_args()
+    if a.closed_loop:
+        print("| clients | req/s | latency s |\n|---|---|---|")
+        for clients in (1, 4, 6, 9, 16, 32, 64):
+            rps, lat = closed_loop(a.gpu, clients)
+            print(f"| {clients} | {rps:.2f} | {lat:.2f} |")
+        return
+    if a.out is None:
+        p.error("give OUT_DIR (or --closed-loop)")
     a.out.mkdir(parents=True, exist_ok=True)
     print("| point | figure | ours | paper | error |")
     print("|---|---|---|---|---|")

@@ -78,8 +78,8 @@ _GPU_ALIASES = {"a100": "a100-80gb", "h100-sxm": "h100", "h200-sxm": "h200"}
 
 #: Model shapes from the models' published configurations (Hugging Face config.json of
 #: meta-llama/Meta-Llama-3-8B and -70B, mistralai/Mixtral-8x7B-v0.1). Parameter counts: Llama-3-8B
-#: 8.03 B (8,030,261,248 counted in the measured H200 profile, benchmarks/gpu/results/profile.json), Llama-3-70B 70.6 B (Meta's
-#: model card), Mixtral-8x7B 46.7 B total / 12.9 B active per token (Mistral AI, "Mixtral of
+#: 8.03 B (8,030,261,248 counted in the measured H200 profile, benchmarks/gpu/results/profile.json),
+#: Llama-3-70B 70.6 B (Meta's model card), Mixtral-8x7B 46.7 B total / 12.9 B active per token (Mistral AI, "Mixtral of
 #: experts", Dec 2023).
 MODELS: dict[str, ModelSpec] = {
     "llama-3-8b": ModelSpec("Llama-3-8B", 8.03e9, layers=32, heads=32, kv_heads=8, head_dim=128),
