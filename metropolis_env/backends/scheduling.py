@@ -94,6 +94,7 @@ class Replica:
     seg_iters: int = 0
     seg_chunks: list = field(default_factory=list)  # [(job, tokens)] of a prefill iteration
     seg_decodes: bool = True  # whether the decoding jobs take part in the segment
+    preempted: bool = False  # the planned iteration preempted, so it admits nothing
     # metrics
     busy_s: float = 0.0
     tokens_in: int = 0
@@ -363,7 +364,8 @@ class Replica:
                     self.run_left = cfg.decode_steps
                 k = min(k, self.run_left)
             elif not self.reserve:
-                k = self._block_limit(k)
+                # After a preemption the next iteration may admit again: plan it on its own.
+                k = 1 if self.preempted else self._block_limit(k)
             self.seg_iters = k
             self.timer = loop.call_at(now + cfg.decode_segment_time(self.n_decoding, self.context_sum, k),
                                       self._boundary)
@@ -384,16 +386,16 @@ class Replica:
             chunks.append((job, m))
             budget -= m
         need = 0
+        self.preempted = False
         if not self.reserve:
             b = self.block
             need = self.phase[-self.dsteps % b] + sum(
                 _cdiv(j.context + m, b) - j.blocks for j, m in chunks)
-            preempted = False
             while self.blocks_used + need > self.cap_blocks:
                 self._preempt()
-                preempted = True
+                self.preempted = True
                 chunks, budget, need = self._replan(chunks)
-            if preempted:
+            if self.preempted:
                 self._take_blocks(chunks)
                 return chunks
         while budget > 0 and self._can_admit(budget, need):
