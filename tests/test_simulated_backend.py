@@ -391,6 +391,6 @@ def test_regression_guard_of_the_validation_table_busy_hour_25_agents_8_gpus():
     # deterministic; 2 % is room for float-order changes only.
     from metropolis_env.bench.runner import BenchConfig, run_bench
 
-    result = run_bench(BenchConfig(agents=25, window="busy", gpus=8, modes=("sync", "async"), rules="paper",
-                                   bound="box", progress=False, lower_bounds=False, jobs=1))
+    result = run_bench(BenchConfig.of(agents=25, window="busy", gpus=8, modes=("sync", "async"), rules="paper",
+                                      bound="box", progress=False, lower_bounds=False, jobs=1))
     assert result.ratio("async", "sync") == pytest.approx(2.02, rel=0.02)
