@@ -110,7 +110,9 @@ class ServerConfig:
     """The LLM server the agents call: the embedded simulated one, or real OpenAI-compatible ones."""
 
     backend: str = option("sim", "sim (embedded simulated server) | openai")
-    gpu: str = option("l4", "simulated GPU preset (l4, a100, h100, h200, ...)")
+    gpu: str = option("l4", "simulated server preset: GPU l4 | a100 | a100-40gb | h100 | h200, optionally "
+                            "-ENGINE: sglang (a bare GPU name), vllm, or roofline (no scheduler limits); "
+                            "docs/SIMULATOR.md")
     model: str = option("llama-3-8b", "simulated model preset")
     gpus: int = option(1, "data-parallel GPU replicas of the simulated server (the paper's figures use 8)",
                        type=int)
