@@ -187,6 +187,15 @@ SERVER_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def engine_of(name: str) -> str:
+    """The engine a server preset name stands for (`l4` -> sglang, `l4-vllm` -> vllm); '' if none."""
+    key = str(name).lower()
+    if key in SERVER_PRESETS:
+        return ""
+    engine = key.rpartition("-")[2]
+    return engine if engine in ENGINES else DEFAULT_ENGINE
+
+
 def server_preset(name: str) -> dict[str, Any] | None:
     """The knobs of a named server: `h200-transformers-serve`, `<gpu>-<engine>` (e.g. `l4-vllm`,
     `h100-sglang`, `l4-roofline`) or a bare GPU name, which takes `DEFAULT_ENGINE`. None when

@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import sys
 
+from ..backends import presets
 from .runner import BenchResult
 
 
@@ -41,7 +42,10 @@ def table(result: BenchResult) -> str:
     """A markdown table: one row per mode, then the lower bounds."""
     cfg = result.config
     t, llm, tracking = cfg.trace, cfg.llm, cfg.tracking
-    server = (f"{llm.gpus} x {llm.gpu} / {llm.model} (simulated" if llm.backend == "sim" else
+    engine = presets.engine_of(llm.gpu)
+    engine = {"": "", "roofline": " roofline"}.get(engine, f" {engine}-like")
+    server = (f"{llm.gpus} x {llm.gpu} / {llm.model} (simulated{engine}"
+              if llm.backend == "sim" else
               f"{llm.api_model or llm.model} on {len(llm.base_urls)} {llm.server} endpoint(s) (real")
     source = f"trace {t.trace_path}" if t.trace_path else f"workload {t.workload}, {t.agents} agents, window {t.window}"
     head = (f"{source}{f', first {t.steps} steps' if t.steps else ''}, "
