@@ -115,7 +115,7 @@ def _sync(world, rules):
 @pytest.mark.parametrize("rules", ["paper", "versioned"])
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), depth=st.sampled_from([1, 2, 3, 6]),
-       limit=st.sampled_from([None, 1, 3]))
+       limit=st.sampled_from(["auto", None, 1, 3]))
 def test_speculative_run_equals_sync(world, rules, seed, depth, limit):
     trail, memories, m = _run(world, rules, "async", seed, Speculation(depth=depth, max_inflight=limit))
     assert (trail, memories) == _sync(world, rules)

@@ -130,7 +130,7 @@ def run_mode(trace, cfg: BenchConfig, mode: str, progress_position: int | None =
         backend = None
     else:
         executor, backend = None, make_backend(llm)
-    speculation = Speculation(depth=r.speculate, max_inflight=None) if mode == SPEC_MODE else None
+    speculation = Speculation(depth=r.speculate) if mode == SPEC_MODE else None
     with _quiet_gc():
         return run(env, agents, backend, "async" if speculation else mode, seed=cfg.trace.seed,
                    max_clusters=r.max_clusters, speculation=speculation,
