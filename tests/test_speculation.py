@@ -261,3 +261,42 @@ def test_predict_observation_reads_only_and_is_exact_for_ready_agents(rules):
             assert spec_module.observation_key(predicted) == spec_module.observation_key(env.observe(a))
         env.predict_observation(a, [{"move": 0, "activity": "x", "utterance": "y"}])
     assert repr(env.snapshot()) == before
+
+
+def test_cancelled_speculative_call_closes_its_http_request():
+    """Through the official openai client over real HTTP: a speculative request goes out behind
+    every normal one (its priority number), and cancelling the call's task closes the request at
+    the server, which sees the connection end before it answered."""
+    import json
+
+    from metropolis_env.backends.base import SPECULATIVE_PRIORITY_OFFSET, LLMRequest
+    from metropolis_env.backends.openai_backend import OpenAIBackend
+
+    async def scenario():
+        received, closed = asyncio.Event(), asyncio.Event()
+        bodies = []
+
+        async def handle(reader, writer):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            bodies.append(json.loads(await reader.readexactly(length)))
+            received.set()
+            if await reader.read() == b"":  # never answered: wait for the client to hang up
+                closed.set()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        backend = OpenAIBackend(f"http://127.0.0.1:{port}/v1", model="m", timeout=60.0, max_retries=0)
+        call = asyncio.ensure_future(backend.complete(LLMRequest("a", 7, prompt="x", speculative=True)))
+        await asyncio.wait_for(received.wait(), 30)
+        call.cancel()
+        await asyncio.wait_for(closed.wait(), 30)
+        await backend.aclose()
+        server.close()
+        return bodies[0], call.cancelled()
+
+    body, cancelled = asyncio.run(scenario())
+    assert cancelled
+    assert body["priority"] == 7 + SPECULATIVE_PRIORITY_OFFSET
