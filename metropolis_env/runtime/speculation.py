@@ -166,7 +166,6 @@ class Speculation(RunObserver):
                                                                      or max_inflight < 1):
             raise ConfigError(f"speculation max_inflight must be an int >= 1, 'auto' or None, got {max_inflight!r}")
         self.depth, self.max_inflight, self.horizon = depth, max_inflight, horizon
-        self.use_guesses = True
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -257,7 +256,7 @@ class Speculation(RunObserver):
     def _guess(self, j: int, step: int) -> OwnState | None:
         """Laggard j's state at `step` as its own held steps have it (the latest it holds up to
         `step`), or None."""
-        chain = self.chains.get(self.env.possible_agents[j]) if self.use_guesses else None
+        chain = self.chains.get(self.env.possible_agents[j])
         if chain is None or not chain.steps:
             return None
         k = min(step - chain.steps[0].step, len(chain.steps) - 1)
@@ -287,7 +286,7 @@ class Speculation(RunObserver):
                 ahead = _Ahead(own, observation_key(predicted), copy, loop.create_future(), llm, calls)
                 chain.steps.append(ahead)
                 mine.append(ahead)
-                if self.use_guesses and own[1:] != prev[1:]:
+                if own[1:] != prev[1:]:  # news for the agents it holds back
                     self._revealed(name, own.step)
                 view = agent_view(env, predicted)
                 try:
