@@ -20,7 +20,9 @@ from . import spaces as msp
 from .bounds import BoxBound
 from .errors import (AgentDoneError, AgentNotReadyError, ConfigError, InvalidActionError,
                      InvalidActionsError, ResetNeededError, UnknownAgentError)
+from .tasks import EpisodeSetup, Outcome, Seen, TaskRun, View, make_task
 from .tracker import Blocker, DependencyTracker
+from .vector import VectorEncoder
 from .versions import VersionStore
 from .world import Tile, TileMap
 
@@ -77,8 +79,10 @@ class AsyncParallelEnv:
     saves building the dicts on large runs. `observe(agent)` and the infos are the same in both.
     """
 
-    metadata = {"render_modes": ["ansi"], "name": "metropolis_v0", "is_parallelizable": True}
+    metadata = {"render_modes": ["ansi", "rgb_array", "human"], "name": "metropolis_v0", "is_parallelizable": True}
     OBSERVATION_MODES = ("full", "position")
+    #: What "full" observations are: the Dict with texts, or one float32 vector (vector.py).
+    OBS_TYPES = ("full", "vector")
     _observation_mode = "full"
 
     @property
@@ -94,7 +98,7 @@ class AsyncParallelEnv:
     def __init__(self, world: TileMap, agents: Sequence[str], start_tiles: Sequence[Tile] | None = None,
                  *, radius_p: int = 4, max_vel: int = 1, max_steps: int = 8640,
                  perception: str = "box", seed: int | None = 0, render_mode: str | None = None,
-                 bound: Any = "box", rules: str = "paper"):
+                 bound: Any = "box", rules: str = "paper", obs_type: str = "full", task: Any = None):
         _check_int("radius_p", radius_p, 0)
         _check_int("max_vel", max_vel, 1)
         _check_int("max_steps", max_steps, 1)
@@ -103,8 +107,12 @@ class AsyncParallelEnv:
         if rules not in RULES:
             raise ConfigError(f"rules must be one of {RULES}, got {rules!r}: 'paper' (current state "
                               f"only, coupled clusters) or 'versioned' (per-step state, no coupling)")
-        if render_mode not in (None, "ansi"):
-            raise ConfigError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ConfigError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        if obs_type not in self.OBS_TYPES:
+            raise ConfigError(f"obs_type must be one of {self.OBS_TYPES}, got {obs_type!r}: 'full' (dicts with texts) "
+                              f"or 'vector' (a float32 Box and a Discrete move, for RL harnesses)")
+        self.task = None if task is None else make_task(task)
         names = list(agents)
         if not names:
             raise ConfigError("an environment needs at least one agent")
@@ -138,10 +146,20 @@ class AsyncParallelEnv:
         self._bound = _make_bound(bound, self)
         self._offsets = msp.move_offsets(self.max_vel)
         self._stay = msp.stay_index(self.max_vel)
-        self._obs_space = msp.observation_space(world.width, world.height, self.max_steps, self.max_vel)
+        self.obs_type = obs_type
+        if obs_type == "vector":
+            self._vector = VectorEncoder(world, self.radius_p, len(self._offsets), self.max_steps, len(names),
+                                         self.task.n_features if self.task is not None else 0)
+            self._obs_space = self._vector.space
+        else:
+            self._vector = None
+            self._obs_space = msp.observation_space(world.width, world.height, self.max_steps, self.max_vel)
+        self._tile_space = msp.tile_space(world.width, world.height)
+        self._task_run: TaskRun | None = None
+        self._window = None
         # One action space per agent, made on first use: each space owns its RNG, so seeding and
         # sampling one agent's space (PettingZoo's seed test) must not disturb another's.
-        self._act_spaces: dict[str, msp.AgentActionSpace] = {}
+        self._act_spaces: dict[str, Any] = {}
         self._locations: dict[Tile, str] = {}
         self._tracker: DependencyTracker | None = None
         self.agents: list[str] = []
@@ -149,14 +167,19 @@ class AsyncParallelEnv:
     # -- PettingZoo surface ----------------------------------------------------------------
 
     def observation_space(self, agent: str):
+        """The space of what reset/step hand out for `agent`: the Dict ("full"), the Box
+        ("vector"), or with `observation_mode = "position"` a Tuple of two Discretes (x, y)."""
         self._idx(agent)
-        return self._obs_space
+        return self._tile_space if self._observation_mode == "position" else self._obs_space
 
     def action_space(self, agent: str):
+        """The Dict action space ("full"), or Discrete(n_moves) ("vector"). Each agent has its
+        own space object (its own RNG). The env accepts a move index or an action dict in both."""
         self._idx(agent)
         space = self._act_spaces.get(agent)
         if space is None:
-            space = self._act_spaces[agent] = msp.action_space(self.max_vel)
+            space = msp.move_space(self.max_vel) if self.obs_type == "vector" else msp.action_space(self.max_vel)
+            self._act_spaces[agent] = space
         return space
 
     @property
@@ -199,8 +222,13 @@ class AsyncParallelEnv:
         self._tracker = DependencyTracker(start, self.max_vel, self._bound, versioned=self._versioned)
         self._versions = VersionStore([(p, "", "") for p in start]) if self._versioned else None
         self.agents = list(self.possible_agents)
+        names = tuple(self.possible_agents)
+        self._task_run = TaskRun(self.task, EpisodeSetup(
+            self.world, names, dict(zip(names, start)), self.max_vel, self.radius_p, self.max_steps,
+            int(self.seed if seed is None else seed or 0)))
+        self._retired: set[int] = set()  # terminated by the task: they stay put until max_steps
         became = self._register_ready(range(n), set(range(n)))
-        obs, infos = self._emit(became)
+        obs, infos, _ = self._emit(became, evaluate=False)
         return obs, infos
 
     def step(self, actions: Mapping[str, Any]):
@@ -208,7 +236,9 @@ class AsyncParallelEnv:
 
         Returns (observations, rewards, terminations, truncations, infos) keyed by the agents
         that became ready through this call (they may act next), plus agents that reached
-        `max_steps` (truncated, final observation). Rewards are 0.0 (the world defines none).
+        `max_steps` (truncated, final observation) or that the task terminated (final
+        observation; the env makes them stay put from then on, see tasks.py). Rewards are the
+        task's (0.0 without a task: the world defines none).
         Raises a MetropolisError and changes nothing if any action is invalid.
         """
         tr = self._require_reset()
@@ -236,25 +266,26 @@ class AsyncParallelEnv:
                 tr.set_path(i, tr.step[i] + 1, tiles)
             else:
                 tr.set_route(i, tiles, until, depart)
-        complete: list[tuple[int, ...]] = []
-        for i, act in parsed.items():
-            cl = self._ready[i]
-            sub = self._pending.setdefault(cl, {})
-            sub[i] = act
-            if len(sub) == len(cl):
-                complete.append(cl)
-        candidates: set[int] = set()
-        committed: set[int] = set()
-        for cl in complete:
-            candidates |= self._commit(cl, self._pending.pop(cl))
-            committed.update(cl)
-        became = self._register_ready(sorted(candidates), committed)
+        became = self._submit(parsed)
         names = self.possible_agents
-        obs, infos = self._emit(became)
-        rewards = {names[i]: 0.0 for i in became}
-        terms = {names[i]: False for i in became}
-        truncs = {names[i]: self._done[i] for i in became}
-        done = [names[i] for i in became if self._done[i]]
+        obs, infos, rewards, terms = {}, {}, {}, {}
+        reported: list[int] = []
+        while became:
+            live = [i for i in became if i not in self._retired]
+            o, inf, outcomes = self._emit(live)
+            obs.update(o)
+            infos.update(inf)
+            for i, out in zip(live, outcomes):
+                rewards[names[i]] = out.reward
+                terms[names[i]] = out.terminated
+                if out.terminated:
+                    self._retired.add(i)
+            reported += live
+            # Agents the task terminated stand still until max_steps (the others still see them).
+            became = self._submit({i: (self._idle_move(i), None, "") for i in became
+                                   if i in self._retired and not self._done[i]})
+        truncs = {names[i]: self._done[i] for i in reported}
+        done = [names[i] for i in reported if self._done[i] or i in self._retired]
         if len(done) == 1:
             # thousands of agents finishing one small cluster at a time: a C-speed removal each,
             # not a Python rebuild of the whole list each time
@@ -264,15 +295,47 @@ class AsyncParallelEnv:
             self.agents = [a for a in self.agents if a not in gone]
         return obs, rewards, terms, truncs, infos
 
-    def render(self) -> str | None:
-        """With render_mode "ansi": the map with agents and a table of steps and clusters."""
-        if self.render_mode != "ansi":
-            return None
-        from .render import render_ansi
-        return render_ansi(self)
+    def render(self) -> str | np.ndarray | None:
+        """By render_mode: "ansi" the map with agents and a table of steps and clusters (str);
+        "rgb_array" a picture (uint8 (H, W, 3): agents coloured by step, ready clusters, who
+        waits for whom; see pictures.py); "human" that picture in a matplotlib window (None)."""
+        if self.render_mode == "ansi":
+            from .render import render_ansi
+            return render_ansi(self)
+        if self.render_mode in ("rgb_array", "human"):
+            from .pictures import Window, draw, frame_of
+            picture = draw(frame_of(self), self.world)
+            if self.render_mode == "rgb_array":
+                return picture
+            if self._window is None:
+                self._window = Window()
+            self._window.show(picture)
+        return None
 
     def close(self) -> None:
-        pass
+        if self._window is not None:
+            self._window.close()
+            self._window = None
+
+    # -- task --------------------------------------------------------------------------------
+
+    def task_info(self, agent: str) -> dict:
+        """The task's info of `agent` at its current step (also merged into its infos); {}
+        without a task."""
+        self._require_reset()
+        self._idx(agent)
+        return self._task_run.info(agent)
+
+    @property
+    def returns(self) -> dict[str, float]:
+        """Each agent's summed task rewards this episode (0.0 without a task)."""
+        self._require_reset()
+        return dict(self._task_run.returns)
+
+    def terminated(self, agent: str) -> bool:
+        """Whether the task terminated `agent` (it then stays put until max_steps)."""
+        self._require_reset()
+        return self._idx(agent) in self._retired
 
     # -- out-of-order surface --------------------------------------------------------------
 
@@ -286,16 +349,20 @@ class AsyncParallelEnv:
         return [self.possible_agents[i] for i in out]
 
     def clusters(self) -> list[list[str]]:
-        """Ready clusters (agents that must be submitted together), smallest step first."""
+        """Ready clusters (agents that must be submitted together), smallest step first.
+        Agents the task terminated are left out: the env submits their stays itself."""
         self._require_reset()
         seen = {}
         for cl in self._ready.values():
             seen[cl] = None
         step = self._tracker.step
-        return [[self.possible_agents[i] for i in cl] for cl in sorted(seen, key=lambda c: (step[c[0]], c))]
+        out = [[self.possible_agents[i] for i in cl if i not in self._retired]
+               for cl in sorted(seen, key=lambda c: (step[c[0]], c))]
+        return [cl for cl in out if cl]
 
     def ready_cluster(self, agent: str) -> tuple[str, ...]:
-        """The ready cluster `agent` belongs to (the agents to submit with it).
+        """The ready cluster `agent` belongs to (the agents to submit with it; agents the task
+        terminated left out).
 
         Raises AgentNotReadyError if `agent` is not ready.
         """
@@ -304,7 +371,7 @@ class AsyncParallelEnv:
         cl = self._ready.get(i)
         if cl is None:
             raise AgentNotReadyError(self._not_ready_message(i, "it has no ready cluster"))
-        return tuple(self.possible_agents[j] for j in cl)
+        return tuple(self.possible_agents[j] for j in cl if j not in self._retired)
 
     @property
     def step_range(self) -> tuple[int, int]:
@@ -328,6 +395,9 @@ class AsyncParallelEnv:
         i = self._idx(agent)
         if i not in self._ready and not self._done[i]:
             raise AgentNotReadyError(self._not_ready_message(i, "its observation is not final yet"))
+        if self._vector is not None:
+            view = self._view(i, self._perceived(i))
+            return self._vector.encode(view, self._mask(view.position), self._task_run.features(view))
         return self._observe(i)
 
     def agent_step(self, agent: str) -> int:
@@ -454,6 +524,7 @@ class AsyncParallelEnv:
             "paths": [(b, tuple(p)) if p is not None else None for b, p in zip(tr.path_base, tr.path)],
             "routes": [(e, tuple(r), k, d) if r is not None else None
                        for e, r, k, d in zip(tr.path_end, tr.route, tr.route_at, tr.route_depart)],
+            "terminated": frozenset(self._retired), "returns": dict(self._task_run.returns),
         }
 
     # -- internals -------------------------------------------------------------------------
@@ -478,6 +549,9 @@ class AsyncParallelEnv:
         if self._done[i]:
             raise AgentDoneError(f"agent {name!r} is truncated at step {tr.step[i]} (max_steps="
                                  f"{self.max_steps}); it takes no more actions: drop it from the dict")
+        if i in self._retired:
+            raise AgentDoneError(f"agent {name!r} was terminated by the task {self.task.name!r}; it takes no more "
+                                 f"actions (the env keeps it standing still): drop it from the dict")
         cl = self._ready.get(i)
         if cl is None:
             raise AgentNotReadyError(self._not_ready_message(i, "it may not act yet"))
@@ -781,18 +855,69 @@ class AsyncParallelEnv:
     def _mask(self, p: Tile) -> np.ndarray:
         return _move_mask(self.world, p, self.max_vel)
 
-    def _emit(self, agents: list[int]) -> tuple[dict, dict]:
-        """Observations and infos of agents that just became ready."""
+    def _submit(self, parsed: dict[int, tuple[int, str | None, str]]) -> list[int]:
+        """Record valid actions of ready agents, commit every cluster they complete; returns the
+        agents that became ready."""
+        complete: list[tuple[int, ...]] = []
+        for i, act in parsed.items():
+            cl = self._ready[i]
+            sub = self._pending.setdefault(cl, {})
+            sub[i] = act
+            if len(sub) == len(cl):
+                complete.append(cl)
+        candidates: set[int] = set()
+        committed: set[int] = set()
+        for cl in complete:
+            candidates |= self._commit(cl, self._pending.pop(cl))
+            committed.update(cl)
+        return self._register_ready(sorted(candidates), committed)
+
+    def _idle_move(self, i: int) -> int:
+        """The move of an agent the task terminated: stay, or keep to a path it declared."""
+        tr = self._tracker
+        self._n_perceived[i] = len(self._perceived(i))  # its true dependencies, for the stats
+        to = tr.path_tile(i, tr.step[i] + 1)
+        if to is None:
+            return self._stay
+        x, y = tr.pos[i]
+        return self._offsets.index((to[0] - x, to[1] - y))
+
+    def _emit(self, agents: list[int], evaluate: bool = True) -> tuple[dict, dict, list[Outcome]]:
+        """Observations, infos and task outcomes (when `evaluate`: not at reset) of agents that
+        just became ready."""
         names = self.possible_agents
-        obs, infos = {}, {}
+        obs, infos, outcomes = {}, {}, []
         tiles_only = self._observation_mode == "position"
         pos = self._tracker.pos
+        run = self._task_run
+        needs_view = run.episode is not None or self._vector is not None
         for i in agents:
             perceived = self._perceived(i)
             self._n_perceived[i] = len(perceived)
-            obs[names[i]] = pos[i] if tiles_only else self._observe(i, perceived)
-            infos[names[i]] = self._info(i, perceived)
-        return obs, infos
+            info = self._info(i, perceived)
+            if needs_view:
+                view = self._view(i, perceived)
+                outcomes.append(run.evaluate(view) if evaluate else _NO_OUTCOME)
+                info.update(run.info(names[i]))
+            else:
+                outcomes.append(_NO_OUTCOME)
+            if tiles_only:
+                obs[names[i]] = pos[i]
+            elif self._vector is not None:
+                mask = self._mask(pos[i])
+                info["action_mask"] = mask
+                obs[names[i]] = self._vector.encode(view, mask, run.features(view))
+            else:
+                obs[names[i]] = self._observe(i, perceived)
+            infos[names[i]] = info
+        return obs, infos, outcomes
+
+    def _view(self, i: int, perceived: list[int]) -> View:
+        """What `i` perceives at its step (the data of its observation), for tasks and vectors."""
+        names = self.possible_agents
+        step = self._tracker.step[i]
+        return View(names[i], step, self._tracker.pos[i],
+                    tuple(Seen(names[j], *self._public(j, step)) for j in perceived))
 
     def _observe(self, i: int, perceived: list[int] | None = None) -> dict:
         tr = self._tracker
@@ -820,6 +945,9 @@ class AsyncParallelEnv:
             "perceived": [names[j] for j in perceived],
             "move_result": self._move_result[i],
         }
+
+
+_NO_OUTCOME = Outcome()
 
 
 def _move_mask(world: TileMap, p: Tile, max_vel: int) -> np.ndarray:

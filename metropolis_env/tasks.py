@@ -13,7 +13,8 @@ so the sync and every out-of-order run hand out identical rewards, terminations 
 Protocols: a `Task` is a factory; `Task.start(...)` makes the `Episode` of one reset (its state,
 e.g. the goals drawn from the reset seed). `Episode.evaluate(view)` returns the `Outcome` of the
 step that led to `view`; `Episode.info(agent)` is the agent's task info now (merged into its env
-info); `Episode.features(view)` the task's part of the `obs_type="vector"` observation.
+info); `Episode.features(view)` the task's part of the `obs_type="vector"` observation
+(`Task.n_features` numbers in [-1, 1]).
 
 A terminated agent leaves the episode (no more observations, rewards or actions) but its body
 stays where it stood: the env makes it stay put until `max_steps`, so the others still perceive
@@ -34,7 +35,7 @@ Built-ins (`make_task("goto")` etc.; `TASKS` lists them):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple, Protocol
+from typing import Any, ClassVar, Mapping, NamedTuple, Protocol
 
 import numpy as np
 
@@ -88,9 +89,6 @@ class EpisodeSetup:
 class Episode(Protocol):
     """One episode of a task (see the module docstring for the contract)."""
 
-    #: Length of `features(view)`, the task's part of a vector observation (0: none).
-    n_features: int
-
     def evaluate(self, view: View) -> Outcome: ...
 
     def info(self, agent: str) -> dict[str, Any]: ...
@@ -101,9 +99,11 @@ class Episode(Protocol):
 
 
 class Task(Protocol):
-    """A factory of episodes; `name` is how `make(task=...)` and the docs call it."""
+    """A factory of episodes; `name` is how `make(task=...)` and the docs call it;
+    `n_features` the length of its episodes' `features(view)` (0: none)."""
 
     name: str
+    n_features: int
 
     def start(self, setup: EpisodeSetup) -> Episode: ...
 
@@ -122,6 +122,7 @@ class Goto:
 
     max_distance: int | None = None
     name: str = "goto"
+    n_features: ClassVar[int] = 2
 
     def start(self, setup: EpisodeSetup) -> "GotoEpisode":
         rng = np.random.default_rng([setup.seed, 0x6070])
@@ -146,7 +147,6 @@ class GotoEpisode:
     world: TileMap
     goals: dict[str, Tile]
     arrived: set[str] = field(default_factory=set)
-    n_features: int = 2
 
     def evaluate(self, view: View) -> Outcome:
         if view.position != self.goals[view.agent]:
@@ -171,6 +171,8 @@ class Rendezvous:
     """Pairs meet within perception (see the module docstring)."""
 
     name: str = "rendezvous"
+    #: partner's start offset (2), partner perceived (1), its offset in perception radii (2)
+    n_features: ClassVar[int] = 5
 
     def start(self, setup: EpisodeSetup) -> "RendezvousEpisode":
         if len(setup.agents) < 2:
@@ -191,8 +193,6 @@ class RendezvousEpisode:
     partner: dict[str, str]
     start: dict[str, Tile]
     met: set[str] = field(default_factory=set)
-    #: partner's start offset (2), partner perceived (1), its offset in perception radii (2)
-    n_features: int = 5
 
     def _seen(self, view: View) -> Seen | None:
         want = self.partner[view.agent]
@@ -228,6 +228,7 @@ class Relay:
     """Pass a message on by utterances (see the module docstring)."""
 
     name: str = "relay"
+    n_features: ClassVar[int] = 1
 
     def start(self, setup: EpisodeSetup) -> "RelayEpisode":
         rng = np.random.default_rng([setup.seed, 0x4E1A])
@@ -241,7 +242,6 @@ class RelayEpisode:
     source: str
     message: str
     knows: set[str]
-    n_features: int = 1
 
     def evaluate(self, view: View) -> Outcome:
         if view.agent in self.knows or not any(self.message in s.utterance for s in view.perceived):
@@ -271,9 +271,12 @@ def make_task(task: str | Task) -> Task:
             raise ConfigError(f"unknown task {task!r}; built-ins: {sorted(TASKS)}, or pass an object with "
                               f"name and start(setup) (see metropolis_env.tasks.Task)")
         return TASKS[task]()
-    if not (isinstance(getattr(task, "name", None), str) and callable(getattr(task, "start", None))):
-        raise ConfigError(f"task must be a name in {sorted(TASKS)} or an object with a str `name` and "
-                          f"`start(setup) -> Episode` (see metropolis_env.tasks.Task), got {task!r}")
+    n = getattr(task, "n_features", None)
+    if not (isinstance(getattr(task, "name", None), str) and callable(getattr(task, "start", None))
+            and isinstance(n, int) and n >= 0):
+        raise ConfigError(f"task must be a name in {sorted(TASKS)} or an object with a str `name`, an int "
+                          f"`n_features` >= 0 and `start(setup) -> Episode` (see metropolis_env.tasks.Task), "
+                          f"got {task!r}")
     return task
 
 
@@ -287,10 +290,6 @@ class TaskRun:
         self.episode: Episode | None = task.start(setup) if task is not None else None
         self.returns: dict[str, float] = dict.fromkeys(setup.agents, 0.0)
         self.terminated: set[str] = set()
-
-    @property
-    def n_features(self) -> int:
-        return self.episode.n_features if self.episode is not None else 0
 
     def evaluate(self, view: View) -> Outcome:
         if self.episode is None:
