@@ -73,10 +73,11 @@ class AsyncParallelEnv:
     step). Agents keep their own step counter (`agent_step`, `steps`); an agent is truncated
     when it reaches `max_steps`.
 
-    `observation_mode` (default "full"): what `reset`/`step` return as each agent's observation.
-    "full" is the observation dict of the observation space. "position" returns only the agent's
-    (x, y) tile as a tuple: an opt-in for agents that read nothing else (trace replay), which
-    saves building the dicts on large runs. `observe(agent)` and the infos are the same in both.
+    `observation_mode` (default "full"): what `reset`/`step`/`observe` return as each agent's
+    observation. "full" is the observation of `obs_type` (the dict, or the vector). "position"
+    returns only the agent's (x, y) tile as a tuple: an opt-in for agents that read nothing else
+    (trace replay), which saves building observations on large runs; `observation_space(agent)`
+    is then a Tuple of two Discretes. The infos are the same in both.
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array", "human"], "name": "metropolis_v0", "is_parallelizable": True}
@@ -268,24 +269,23 @@ class AsyncParallelEnv:
                 tr.set_route(i, tiles, until, depart)
         became = self._submit(parsed)
         names = self.possible_agents
-        obs, infos, rewards, terms = {}, {}, {}, {}
-        reported: list[int] = []
+        obs, infos, rewards, terms, truncs = {}, {}, {}, {}, {}
+        done: list[str] = []
         while became:
             live = [i for i in became if i not in self._retired]
             o, inf, outcomes = self._emit(live)
             obs.update(o)
             infos.update(inf)
             for i, out in zip(live, outcomes):
-                rewards[names[i]] = out.reward
-                terms[names[i]] = out.terminated
+                a = names[i]
+                rewards[a], terms[a], truncs[a] = out.reward, out.terminated, self._done[i]
                 if out.terminated:
                     self._retired.add(i)
-            reported += live
+                if out.terminated or self._done[i]:
+                    done.append(a)
             # Agents the task terminated stand still until max_steps (the others still see them).
             became = self._submit({i: (self._idle_move(i), None, "") for i in became
                                    if i in self._retired and not self._done[i]})
-        truncs = {names[i]: self._done[i] for i in reported}
-        done = [names[i] for i in reported if self._done[i] or i in self._retired]
         if len(done) == 1:
             # thousands of agents finishing one small cluster at a time: a C-speed removal each,
             # not a Python rebuild of the whole list each time
@@ -389,12 +389,15 @@ class AsyncParallelEnv:
         self._require_reset()
         return self._idx(agent) in self._ready
 
-    def observe(self, agent: str) -> dict:
-        """The current observation of a ready agent (the one `step`/`reset` returned for it)."""
+    def observe(self, agent: str) -> Any:
+        """The current observation of a ready agent (the one `step`/`reset` returned for it, in
+        the same form: it lies in `observation_space(agent)`)."""
         self._require_reset()
         i = self._idx(agent)
         if i not in self._ready and not self._done[i]:
             raise AgentNotReadyError(self._not_ready_message(i, "its observation is not final yet"))
+        if self._observation_mode == "position":
+            return self._tracker.pos[i]
         if self._vector is not None:
             view = self._view(i, self._perceived(i))
             return self._vector.encode(view, self._mask(view.position), self._task_run.features(view))
@@ -546,12 +549,12 @@ class AsyncParallelEnv:
     def _check_may_submit(self, i: int) -> None:
         name = self.possible_agents[i]
         tr = self._tracker
-        if self._done[i]:
-            raise AgentDoneError(f"agent {name!r} is truncated at step {tr.step[i]} (max_steps="
-                                 f"{self.max_steps}); it takes no more actions: drop it from the dict")
         if i in self._retired:
             raise AgentDoneError(f"agent {name!r} was terminated by the task {self.task.name!r}; it takes no more "
                                  f"actions (the env keeps it standing still): drop it from the dict")
+        if self._done[i]:
+            raise AgentDoneError(f"agent {name!r} is truncated at step {tr.step[i]} (max_steps="
+                                 f"{self.max_steps}); it takes no more actions: drop it from the dict")
         cl = self._ready.get(i)
         if cl is None:
             raise AgentNotReadyError(self._not_ready_message(i, "it may not act yet"))

@@ -16,8 +16,8 @@ space is a `gymnasium.spaces.Box`, the action space `Discrete(n_moves)` (the mov
   a task.
 
 Text (locations, activities, utterance contents) is left out: it has no fixed-size numeric form
-worth a guess here; channel 2 keeps whether someone spoke. Agents that need words read the full
-observation (`obs_type="full"`, the default) or `env.observe(agent)`.
+worth a guess here; channel 2 keeps whether someone spoke. Agents that need words use the full
+observation (`obs_type="full"`, the default).
 
 Everything is a function of the agent's `View` (tile and perceived agents at its step), so
 vector observations are equal in sync and out-of-order runs, like the full ones.
