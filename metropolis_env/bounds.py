@@ -33,3 +33,19 @@ class BoxBound:
     def search_radius(self, h: int) -> int:
         """Chebyshev radius that holds every tile whose hazard to the centre is <= h."""
         return self.radius_p + h
+
+
+def make_bound(bound, world, radius_p: int, max_vel: int, perception: str):
+    """The bound an env asks for: "box", "map" (walls and rooms: see docs/MAP_BOUND.md), or an
+    object with hazard(a, b) and search_radius(h)."""
+    from .errors import ConfigError
+    if isinstance(bound, str) and bound == "box":
+        return BoxBound(radius_p)
+    if isinstance(bound, str) and bound == "map":
+        from .map_bound import shared_map_bound
+        return shared_map_bound(world, radius_p, max_vel, perception)
+    if isinstance(bound, str):
+        raise ConfigError(f"unknown bound {bound!r}; available: 'box', 'map'")
+    if not (hasattr(bound, "hazard") and hasattr(bound, "search_radius")):
+        raise ConfigError("a custom bound needs hazard(a, b) and search_radius(h) methods (see bounds.py)")
+    return bound

@@ -28,7 +28,8 @@ def make(world: str | W.TileMap = "the_ville", agents: int | list[str] | Mapping
     `cols` per row; default k = ceil(agents / 25) in one row), "grid" (an open `width` x `height`
     map), or a `TileMap`.
     agents: a count (named agent_000...; spawned on random walkable tiles from the reset seed),
-    a list of names (spawned likewise), or {name: (x, y)} start tiles.
+    a list of names (spawned likewise; at most one agent per walkable tile), or {name: (x, y)}
+    start tiles.
     perception: "arena" (box narrowed to the same room, as Generative Agents; default on the
     villes) or "box" (default on grids and custom maps).
     bound: the dependency bound, "box" (the paper's) or "map" (walking distance around walls and
@@ -36,8 +37,9 @@ def make(world: str | W.TileMap = "the_ville", agents: int | list[str] | Mapping
     hazard(a, b) / search_radius(h) (see bounds.py).
     rules: "paper" (the world holds current state only: coupled clusters step together, as in
     AI Metropolis) or "versioned" (the env keeps each agent's state per step, so an agent waits
-    only for laggards that could walk into its view; no coupling; see rules.py). Both give
-    exactly the sync trajectories.
+    only for laggards that could walk into its view; no coupling; see rules.py), or a rule set
+    object (`rules.PaperRules()`, `rules.VersionedRules()`). Both give exactly the sync
+    trajectories.
     obs_type: "full" (the observation dict, with texts) or "vector" (a float32 Box and a
     Discrete move action, for RL harnesses; see vector.py).
     task: None (rewards 0.0, nobody terminates), a built-in task name ("goto", "rendezvous",

@@ -40,8 +40,9 @@ from typing import Iterable
 import numpy as np
 
 from .errors import ConfigError
+from .perception import Perception
 from .rules import box_hazard
-from .world import Tile, TileMap
+from .world import Tile, TileMap, shortest_walks
 
 #: Default search horizon in moves. Larger gives tighter bounds for agents many steps apart and
 #: costs (2 * horizon * max_vel + 2 * radius_p + 1)^2 bytes per cached tile.
@@ -73,8 +74,7 @@ class MapBound:
 
     def __init__(self, world: TileMap, radius_p: int, max_vel: int = 1, perception: str = "arena",
                  *, horizon: int = DEFAULT_HORIZON, cache_bytes: int = DEFAULT_CACHE_BYTES):
-        if perception not in ("box", "arena"):
-            raise ConfigError(f"perception must be 'box' or 'arena', got {perception!r}")
+        self._perception = Perception(world, radius_p, perception)
         if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or not 1 <= horizon <= 250:
             raise ConfigError(f"horizon must be an int in 1..250 (moves), got {horizon!r}")
         self.world = world
@@ -96,10 +96,7 @@ class MapBound:
         self._walk = np.zeros((h + 2 * R, w + 2 * R), dtype=bool)
         self._walk[R:R + h, R:R + w] = world.walkable
         self._zone = np.full((h + 2 * R, w + 2 * R), -1, dtype=np.int32)
-        if perception == "arena":
-            self._zone[R:R + h, R:R + w] = world.zone
-        else:
-            self._zone[R:R + h, R:R + w] = 0
+        self._zone[R:R + h, R:R + w] = self._perception.zones
         off = np.abs(np.arange(-R, R + 1))
         cheb = np.maximum(off[:, None], off[None, :])
         self._box = np.maximum(cheb - self.radius_p, 0)
@@ -184,15 +181,16 @@ class MapBound:
     def _compute(self, tiles: list[Tile]) -> list[np.ndarray]:
         """Hazard windows of source tiles.
 
-        The work is array passes over one window, laid out flat (row-major, `pad` blocked
+        Walks are the package's shortest-walk kernel (world.shortest_walks) on the window; the
+        perception step is array passes over the window laid out flat (row-major, `pad` blocked
         columns after each row and `pad` blocked rows above and below) so that a shift by
-        (dx, dy) is one contiguous slice at offset dy * P + dx: several times faster than
-        strided 2-D slices, and a band of rows is again one slice.
+        (dx, dy) is one contiguous slice at offset dy * P + dx.
         """
         t0 = time.perf_counter()
         R, S, K, v, r = self.window, self._size, self.horizon, self.max_vel, self.radius_p
         pad, P = self._pad, self._size + self._pad
         inf = K + 1  # "farther than the horizon"; uint8 arithmetic stays below 256
+        moves = [(dx, dy) for dy in range(-v, v + 1) for dx in range(-v, v + 1) if dx or dy]
         res = []
         for x, y in tiles:
             # Padded map coordinates of a tile are its window's top-left corner.
@@ -200,22 +198,23 @@ class MapBound:
             block = np.full((S + 2 * pad, P), inf, dtype=np.uint8)
             block[pad:pad + S, :S][walk] = 0
             block = block.ravel()
-            # F: moves from the source; it grows from the centre row by row.
-            F = np.full_like(block, inf)
-            centre = (pad + R) * P + R
-            if block[centre] == 0:
-                F[centre] = 0
-                F = _relax(F, block, P, v, inf, rows=(pad + R, pad + R + 1))
+            # F: moves from the source (inf beyond the horizon).
+            F = np.full((S + 2 * pad, P), inf, dtype=np.uint8)
+            if walk[R, R]:
+                walks = shortest_walks(walk, (R, R), moves, limit=K)
+                F[pad:pad + S, :S] = np.where(walks >= 0, walks, inf)
+            F = F.ravel()
             # G(q): fewest moves from the source to a tile from which q is perceivable (the
             # relation is symmetric: a min over q's own perception box, within q's zone).
-            if self.perception == "arena":
+            if self._perception.zoned:
                 G = self._zone_min(F, (y, x), inf)
             else:
                 G = _min_filter(F, r, P)
             np.maximum(G, block, out=G)
-            # H(b) = min over q of G(q) + walk(q, b) = m(source, b): one multi-source pass.
-            H = _relax(G, block, P, v, inf)
-            m = np.minimum(H.reshape(S + 2 * pad, P)[pad:pad + S, :S], K).astype(self._dtype)
+            # H(b) = min over q of G(q) + walk(q, b) = m(source, b): one multi-source walk.
+            G = G.reshape(S + 2 * pad, P)[pad:pad + S, :S]
+            H = shortest_walks(walk, np.where(G < inf, G, -1).astype(np.int32), moves, limit=K)
+            m = np.where(H >= 0, H, K).astype(self._dtype)
             if v != 1:
                 m *= v
             # No agent stands on a blocked tile; should one be asked about, the box answers.
@@ -287,37 +286,6 @@ def _min_filter(D: np.ndarray, radius: int, P: int) -> np.ndarray:
         np.minimum(out[:n - k], src[k:], out=out[:n - k])
         np.minimum(out[k:], src[:n - k], out=out[k:])
     return out
-
-
-def _relax(D: np.ndarray, block: np.ndarray, P: int, max_vel: int, inf: int,
-           rows: tuple[int, int] | None = None) -> np.ndarray:
-    """Shortest moves from seeds D over walkable cells (flat rows of width P; `block` is 0 on
-    walkable cells and `inf` elsewhere), one move = any walkable cell within Chebyshev max_vel.
-    Multi-source: a seed may start at any value. Values saturate at `inf`. Updates D in place.
-
-    Bellman-Ford by whole arrays: after k rounds every value reached by <= k moves is exact, and
-    values are capped, so it ends after at most inf rounds. A cell can only improve next to a
-    cell that improved in the previous round, so each round works on the band of rows around
-    the last round's changes (`rows`: first, last + 1; default all).
-    """
-    n_rows = D.size // P
-    r0, r1 = rows if rows is not None else (0, n_rows)
-    v = max_vel
-    while True:
-        # Cells that may improve lie within v rows of a change; computing them reads v more.
-        s0, s1 = max(r0 - 2 * v, 0) * P, min(r1 + 2 * v, n_rows) * P
-        slab = D[s0:s1]
-        nxt = _min_filter(slab, v, P)
-        nxt += 1
-        np.minimum(nxt, slab, out=nxt)
-        np.maximum(nxt, block[s0:s1], out=nxt)
-        diff = nxt != slab
-        first = int(diff.argmax())
-        if not diff[first]:
-            return D
-        last = diff.size - 1 - int(diff[::-1].argmax())
-        slab[...] = nxt
-        r0, r1 = (s0 + first) // P, (s0 + last) // P + 1
 
 
 _SHARED: OrderedDict[tuple, MapBound] = OrderedDict()

@@ -116,6 +116,32 @@ def draw(frame: Frame, world: TileMap) -> np.ndarray:
     return np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy()
 
 
+class Painter:
+    """An env's `render()` for its render_mode: "ansi" (render.py's text), "rgb_array" (`draw`)
+    or "human" (`draw` shown in a `Window`)."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self._window: Window | None = None
+
+    def render(self, env: "AsyncParallelEnv") -> str | np.ndarray | None:
+        if self.mode == "ansi":
+            from .render import render_ansi
+            return render_ansi(env)
+        picture = draw(frame_of(env), env.world)
+        if self.mode == "rgb_array":
+            return picture
+        if self._window is None:
+            self._window = Window()
+        self._window.show(picture)
+        return None
+
+    def close(self) -> None:
+        if self._window is not None:
+            self._window.close()
+            self._window = None
+
+
 class Window:
     """`render_mode="human"`: shows pictures in one matplotlib window, refreshed on each call."""
 

@@ -35,10 +35,9 @@ def agent_char(index: int) -> str:
 
 def render_ansi(env: "AsyncParallelEnv") -> str:
     """The map with every agent, then a legend row per agent. Requires a reset env."""
-    tr = env._require_reset()
     world = env.world
     names = env.possible_agents
-    pos, step = tr.pos, tr.step
+    pos, step = list(env.positions.values()), list(env.steps.values())
     n = len(names)
 
     x0, x1, y0, y1, note = _window(env)
@@ -49,8 +48,8 @@ def render_ansi(env: "AsyncParallelEnv") -> str:
             cell[x - x0] = "*" if cell[x - x0] not in "#." else agent_char(i)
 
     cluster_id = _cluster_ids(env)
-    states = [_state(env, i) for i in range(n)]
-    lo, hi = tr.min_step, tr.max_step
+    states = _states(env)
+    lo, hi = env.step_range
     n_ready = sum(s == "ready" for s in states)
     lines = [f"{world.name} {world.width}x{world.height}: {n} agents, steps {lo}..{hi} "
              f"(spread {hi - lo}), {n_ready} ready, {len(set(cluster_id))} clusters"]
@@ -68,25 +67,22 @@ def render_ansi(env: "AsyncParallelEnv") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _state(env: "AsyncParallelEnv", i: int) -> str:
-    if env._done[i]:
-        return "done"
-    cl = env._ready.get(i)
-    if cl is None:
-        return "blocked"
-    return "pending" if i in env._pending.get(cl, ()) else "ready"
+def _states(env: "AsyncParallelEnv") -> list[str]:
+    ready, pending, done = set(env.ready_agents()), set(env.pending_agents()), set(env.done_agents())
+    return ["done" if a in done else "pending" if a in pending else "ready" if a in ready else "blocked"
+            for a in env.possible_agents]
 
 
 def _cluster_ids(env: "AsyncParallelEnv") -> list[int]:
     """Coupled component of every agent, numbered 0.. in order of the smallest member."""
-    tr = env._tracker
-    n = len(env.possible_agents)
-    out = [-1] * n
+    names = env.possible_agents
+    index = {a: i for i, a in enumerate(names)}
+    out = [-1] * len(names)
     next_id = 0
-    for i in range(n):
+    for i, a in enumerate(names):
         if out[i] < 0:
-            for m in tr.cluster_of(i):
-                out[m] = next_id
+            for m in env.cluster(a):
+                out[index[m]] = next_id
             next_id += 1
     return out
 
@@ -97,15 +93,15 @@ def _window(env: "AsyncParallelEnv") -> tuple[int, int, int, int, str]:
     w, h = world.width, world.height
     if w <= MAX_COLUMNS and h <= MAX_ROWS:
         return 0, w - 1, 0, h - 1, ""
-    tr = env._tracker
-    xs = [p[0] for p in tr.pos]
-    ys = [p[1] for p in tr.pos]
+    pos, step = list(env.positions.values()), list(env.steps.values())
+    xs = [p[0] for p in pos]
+    ys = [p[1] for p in pos]
     x0, x1 = max(0, min(xs) - MARGIN), min(w - 1, max(xs) + MARGIN)
     y0, y1 = max(0, min(ys) - MARGIN), min(h - 1, max(ys) + MARGIN)
     # Agents spread over a huge map do not fit on a screen: centre on the laggard (the agent at
     # the smallest step), the one that gates everybody else's progress.
-    lag = min(range(len(tr.step)), key=lambda i: (tr.step[i], i))
-    lx, ly = tr.pos[lag]
+    lag = min(range(len(step)), key=lambda i: (step[i], i))
+    lx, ly = pos[lag]
     how = f"the agents' bounding box plus {MARGIN} tiles"
     if x1 - x0 + 1 > MAX_COLUMNS or y1 - y0 + 1 > MAX_ROWS:
         how = f"centred on {env.possible_agents[lag]!r} at the smallest step"
@@ -115,7 +111,7 @@ def _window(env: "AsyncParallelEnv") -> tuple[int, int, int, int, str]:
     if y1 - y0 + 1 > MAX_ROWS:
         y0 = min(max(0, ly - MAX_ROWS // 2), h - MAX_ROWS)
         y1 = y0 + MAX_ROWS - 1
-    outside = sum(not (x0 <= x <= x1 and y0 <= y <= y1) for x, y in tr.pos)
+    outside = sum(not (x0 <= x <= x1 and y0 <= y <= y1) for x, y in pos)
     note = f"window x {x0}..{x1}, y {y0}..{y1} of the {w}x{h} map ({how})"
     if outside:
         note += f"; {outside} agents outside it are in the table only"

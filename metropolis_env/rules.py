@@ -70,3 +70,83 @@ def versioned_valid(h: int, gap: int, max_vel: int) -> bool:
     """
     g = abs(gap)
     return g <= 1 or h > (g - 2) * max_vel
+
+
+# -- rule sets ---------------------------------------------------------------------------------
+# The env and the tracker are handed one of these objects and ask it, instead of testing a
+# name. The formulas above stay module functions (looked up at call time, so a test that loosens
+# one of them reaches every rule set that uses it).
+
+
+class PaperRules:
+    """The paper's rules: the world holds current state only, agents at the same step within
+    `max_vel` of hazard are coupled, and blocking keeps one extra move of margin."""
+
+    name = "paper"
+    #: Blocking reach in moves is (gap + margin) * max_vel (see `blocks`).
+    margin = 1
+    #: Whether agents may declare paths and routes (promises.py).
+    promises = False
+    #: Whether two agents at the same step can be coupled.
+    couples_at_all = True
+
+    def blocks(self, h: int, gap: int, max_vel: int) -> bool:
+        return blocks(h, gap, max_vel)
+
+    def couples(self, h: int, max_vel: int) -> bool:
+        return coupled(h, max_vel)
+
+    def valid(self, h: int, gap: int, max_vel: int) -> bool:
+        return valid(h, gap, max_vel)
+
+    def public_state(self, start):
+        """The store of what others perceive of each agent (public_state.py): current only."""
+        from .public_state import CurrentState
+        return CurrentState(len(start))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+
+class VersionedRules(PaperRules):
+    """Per-step state versions: no coupling, no margin, and agents may declare promises."""
+
+    name = "versioned"
+    margin = 0
+    promises = True
+    couples_at_all = False
+
+    def blocks(self, h: int, gap: int, max_vel: int) -> bool:
+        return versioned_blocks(h, gap, max_vel)
+
+    def couples(self, h: int, max_vel: int) -> bool:
+        return False
+
+    def valid(self, h: int, gap: int, max_vel: int) -> bool:
+        return versioned_valid(h, gap, max_vel)
+
+    def public_state(self, start):
+        """Every agent's public state at each step since the slowest agent's."""
+        from .public_state import VersionedState
+        return VersionedState(start)
+
+
+#: The rule sets by name (what `make(..., rules=...)` and the bench accept).
+RULE_SETS = {"paper": PaperRules, "versioned": VersionedRules}
+RULES = tuple(RULE_SETS)
+
+
+def rule_set(rules) -> PaperRules:
+    """The rule set object for a name in RULES or an instance; ValueError otherwise."""
+    if isinstance(rules, PaperRules):
+        return rules
+    if isinstance(rules, str) and rules in RULE_SETS:
+        return RULE_SETS[rules]()
+    raise ValueError(f"rules must be one of {RULES} or a rule set object, got {rules!r}: 'paper' (current "
+                     f"state only, coupled clusters) or 'versioned' (per-step state, no coupling)")

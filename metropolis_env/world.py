@@ -108,31 +108,69 @@ _FIELD_CACHE_BYTES = 64 << 20
 
 
 def _distance_field(tmap: TileMap, target: Tile, max_vel: int) -> np.ndarray:
+    moves = [(dx, dy) for dy in range(-max_vel, max_vel + 1) for dx in range(-max_vel, max_vel + 1) if dx or dy]
+    try:
+        return shortest_walks(tmap.walkable, target, moves)
+    except ValueError:
+        raise ConfigError(f"distance_field: target tile {target} is not walkable") from None
+
+
+def shortest_walks(walkable: np.ndarray, seeds, moves, limit: int | None = None) -> np.ndarray:
+    """Fewest moves from every tile of a (H, W) `walkable` grid to the nearest seed, one move
+    being any (dx, dy) of `moves` onto a walkable tile: int32 (H, W), -1 where unreachable (or
+    farther than `limit`), read-only. The one shortest-walk kernel of the package: the env's
+    moves to a target, the workloads' 4-connected walks, the map bound's windows.
+
+    seeds: a tile (x, y) (distance 0 there), or an int (H, W) array of start values (a walk from
+    a seed costs its value plus its moves; -1: not a seed). Raises ValueError if a target tile
+    is not walkable.
+    """
     # Breadth-first search by whole wavefronts (numpy over the frontier), on a copy of the grid
-    # padded with blocked tiles so that neighbour indices never wrap around a row.
-    h, w = tmap.height, tmap.width
-    pad = max_vel
+    # padded with blocked tiles so that neighbour indices never wrap around a row. Seeds of
+    # value d join the wavefront of distance d.
+    h, w = walkable.shape
+    pad = max(max(abs(dx), abs(dy)) for dx, dy in moves)
     pw = w + 2 * pad
     open_ = np.zeros((h + 2 * pad, pw), dtype=bool)
-    open_[pad:pad + h, pad:pad + w] = tmap.walkable
+    open_[pad:pad + h, pad:pad + w] = walkable
     open_flat = open_.ravel()
     dist = np.full(open_flat.shape, -1, dtype=np.int32)
-    offsets = np.array([dy * pw + dx for dy in range(-max_vel, max_vel + 1)
-                        for dx in range(-max_vel, max_vel + 1) if dx or dy], dtype=np.int64)
-    start = (target[1] + pad) * pw + target[0] + pad
-    if not open_flat[start]:
-        raise ConfigError(f"distance_field: target tile {target} is not walkable")
-    dist[start] = 0
-    frontier = np.array([start], dtype=np.int64)
-    d = 0
-    while frontier.size:
-        d += 1
-        nxt = np.unique((frontier[:, None] + offsets[None, :]).ravel())
+    if isinstance(seeds, np.ndarray):
+        ys, xs = np.nonzero((seeds >= 0) & walkable)
+        values = seeds[ys, xs].astype(np.int64)
+        order = np.argsort(values, kind="stable")
+        seed_at = ((ys + pad) * pw + xs + pad).astype(np.int64)[order]
+        values = values[order]
+    else:
+        tx, ty = int(seeds[0]), int(seeds[1])
+        if not (0 <= tx < w and 0 <= ty < h) or not walkable[ty, tx]:
+            raise ValueError(f"target tile {(tx, ty)} is not walkable")
+        seed_at = np.array([(ty + pad) * pw + tx + pad], dtype=np.int64)
+        values = np.zeros(1, dtype=np.int64)
+    offsets = np.array([dy * pw + dx for dx, dy in moves], dtype=np.int64)
+    top = np.iinfo(np.int32).max if limit is None else int(limit)
+    frontier = np.zeros(0, dtype=np.int64)
+    k = 0  # seeds before k have joined
+    d = int(values[0]) if values.size else 0
+    while (frontier.size or k < values.size) and d <= top:
+        nxt = (frontier[:, None] + offsets).ravel()
+        k1 = int(np.searchsorted(values, d, side="right"))
+        if k1 > k:
+            nxt = np.concatenate((nxt, seed_at[k:k1]))
+            k = k1
         nxt = nxt[open_flat[nxt] & (dist[nxt] < 0)]
+        # Deduplicate without sorting (tiles reached from two frontier tiles): write each entry's
+        # position into `dist`, keep the entries that read their own position back, then
+        # store the real distance.
+        order = np.arange(nxt.size, dtype=np.int32)
+        dist[nxt] = -2 - order
+        nxt = nxt[dist[nxt] == -2 - order]
         dist[nxt] = d
         frontier = nxt
-    out = dist.reshape(open_.shape)[pad:pad + h, pad:pad + w]
-    out = np.ascontiguousarray(out)
+        d += 1
+        if not frontier.size and k < values.size:
+            d = max(d, int(values[k]))  # skip to the next seed's wavefront
+    out = np.ascontiguousarray(dist.reshape(open_.shape)[pad:pad + h, pad:pad + w])
     out.setflags(write=False)
     return out
 

@@ -23,6 +23,8 @@ from typing import Any, Callable
 import numpy as np
 
 import metropolis_env as me
+from metropolis_env import navigation as nav
+from metropolis_env.spaces import move_offsets
 
 
 def canonical(obj: Any) -> Any:
@@ -206,7 +208,7 @@ class PromisingPolicy:
         kind = (h >> 4) % 3
         if kind == 2:
             return self._declare_route(agent, here, step, h, action)
-        landing = self.env._landing(here, action["move"])[0]
+        landing = nav.landing(self.env.world, here, move_offsets(self.env.max_vel)[action["move"]])[0]
         path = [landing]
         for k in range(1, 1 + (h >> 8) % 16):
             x, y = path[-1]

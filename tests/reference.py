@@ -158,7 +158,7 @@ def assert_env_matches(env, ready: dict | None = None) -> Analysis:
 
     - every pair satisfies the validity invariant;
     - the env's ready agents (not yet submitted, and submitted but waiting for cluster mates:
-      the keys of `env._ready`) are exactly the members of the reference's ready clusters, and
+      `env.ready_agents()` and `env.pending_agents()`) are exactly the members of the reference's ready clusters, and
       `env.clusters()` are exactly those clusters;
     - `ready` (the observations a driving loop holds for agents it has not submitted) covers
       exactly `env.ready_agents()`;
@@ -171,17 +171,18 @@ def assert_env_matches(env, ready: dict | None = None) -> Analysis:
     positions = list(env.positions.values())
     # The analysis is a function of positions and steps only: reuse it while they stand still
     # (calls that only submit part of a cluster commit nothing).
-    tr = env._tracker  # declared paths and routes are inputs of the rules, like positions and steps
-    paths = [(b, tuple(p)) if p is not None else None for b, p in zip(tr.path_base, tr.path)]
-    # a route's input is where the agent stands on it, found from its tile (not the tracker's index)
-    routes = [(e, tuple(r), r.index(p), d) if r is not None else None
-              for e, r, p, d in zip(tr.path_end, tr.route, positions, tr.route_depart)]
-    key = (env.radius_p, env.max_vel, env.max_steps, env.rules, tuple(positions), tuple(steps), tuple(paths),
+    # declared paths and routes are inputs of the rules, like positions and steps
+    promises = [env.promise(a) for a in names]
+    paths = [(p.base, tuple(p.tiles)) if hasattr(p, "base") else None for p in promises]
+    # a route's input is where the agent stands on it, found from its tile (not the promise's index)
+    routes = [(p.until, tuple(p.tiles), p.tiles.index(q), p.depart) if hasattr(p, "depart") else None
+              for p, q in zip(promises, positions)]
+    key = (env.radius_p, env.max_vel, env.max_steps, env.rules.name, tuple(positions), tuple(steps), tuple(paths),
            tuple(routes))
     if _last_analysis and _last_analysis[0] == key:
         ref = _last_analysis[1]
     else:
-        ref = analyse(positions, steps, env.radius_p, env.max_vel, env.max_steps, env.rules, paths, routes)
+        ref = analyse(positions, steps, env.radius_p, env.max_vel, env.max_steps, env.rules.name, paths, routes)
         _last_analysis[:] = [key, ref]
     if ref.invalid.any():
         raise AssertionError("validity broken for " + ", ".join(
@@ -203,7 +204,8 @@ def assert_env_matches(env, ready: dict | None = None) -> Analysis:
             f"ready set differs: env only {[names[i] for i in np.flatnonzero(env_mask & ~ref.ready_mask)]}, "
             f"reference only {[names[i] for i in np.flatnonzero(ref.ready_mask & ~env_mask)]}")
     assert (env_label[env_mask] == ref.label[env_mask]).all(), "ready clusters differ"
-    assert set(env._ready) == set(np.flatnonzero(env_mask).tolist()), "clusters() and the ready set disagree"
+    waiting = {index[a] for a in env.ready_agents() + env.pending_agents()}
+    assert waiting == set(np.flatnonzero(env_mask).tolist()), "clusters() and the ready set disagree"
     if ready is not None:
         assert set(ready) == set(env.ready_agents()), "ready_agents() differs from what step() handed out"
     s = ref.steps

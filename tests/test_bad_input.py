@@ -265,6 +265,28 @@ def test_invalid_construction(kwargs, complaint):
     assert complaint in str(info.value)
 
 
+def test_more_agents_than_walkable_tiles_is_refused():
+    """Agents spawn on distinct tiles: a map with fewer walkable tiles than agents is refused
+    (it used to stack them silently), while filling every walkable tile is fine."""
+    grid = me.open_grid(4, 3, blocked=[(0, 0), (3, 2)])  # 10 walkable tiles
+    with pytest.raises(me.ConfigError, match="11 agents but map .* has only 10 walkable tiles"):
+        me.make(grid, agents=11)
+    env = me.make(grid, agents=10)
+    env.reset(seed=3)
+    tiles = set(env.positions.values())
+    assert len(tiles) == 10 and all(grid.is_walkable(t) for t in tiles)
+    with pytest.raises(me.ConfigError, match="has only 11936 walkable tiles"):
+        me.make("the_ville", agents=20000)
+
+
+def test_rules_by_name_or_object():
+    from metropolis_env.rules import PaperRules, VersionedRules
+    assert me.make("grid", agents=2, rules=VersionedRules()).rules == VersionedRules()
+    assert me.make("grid", agents=2, rules="paper").rules == PaperRules()
+    with pytest.raises(me.ConfigError, match="rules must be one of"):
+        me.make("grid", agents=2, rules=object())
+
+
 def test_unknown_world_and_bad_world_sizes():
     with pytest.raises(me.ConfigError, match="unknown world 'atlantis'.*the_ville"):
         me.make("atlantis")

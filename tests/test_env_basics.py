@@ -282,3 +282,32 @@ def test_render_is_none_without_ansi_mode():
     env = grid_env({"a": (0, 0)})
     env.reset()
     assert env.render() is None
+
+
+def test_an_observation_type_is_one_class(monkeypatch):
+    """A new observation type registered in observer.OBSERVATIONS is selectable by name and is
+    handed each ready agent's perception: here, the names it perceives, which must match the
+    infos and what `observe` hands out."""
+    from metropolis_env import observer
+
+    class Names(observer.ObservationType):
+        name = "names"
+
+        def observe(self, obs, i, perceived):
+            return [obs.names[j] for j in perceived]
+
+    monkeypatch.setitem(observer.OBSERVATIONS, "names", Names)
+    env = me.make("grid", agents=12, width=8, height=8, max_steps=5)
+    env.observation_mode = "names"
+    ready, infos = env.reset(seed=2)
+    seen = 0
+    while ready:
+        for a, names in ready.items():
+            assert names == infos[a]["perceived"]
+            assert names == env.observe(a)  # observe hands out the same type as step
+            seen += len(names)
+        ready, _, _, truncs, infos = env.step({a: {"move": 4} for a in ready})
+        ready = {a: o for a, o in ready.items() if not truncs[a]}
+    assert seen > 0
+    with pytest.raises(me.ConfigError, match="observation_mode must be one of"):
+        env.observation_mode = "pixels"

@@ -290,7 +290,7 @@ def check_map_invariant(env) -> None:
     """Brute force over all pairs: the map-form validity invariant, its truth by the walking
     definition where the box alone would not give it, and readiness from the rules (the paper's,
     or the versioned ones: no coupling, blocking one move shorter, validity for gaps >= 2)."""
-    versioned = env.rules == "versioned"
+    versioned = env.rules.name == "versioned"
     margin = 0 if versioned else 1  # moves of margin beyond the gap (see rules.py)
     bound = env._bound
     names = env.possible_agents

@@ -147,8 +147,9 @@ def test_sync_observations_in_space_and_masked_samples_legal(world):
 
 
 def test_observations_with_texts_and_crowds_stay_in_space():
-    # Every agent on a 3x3 patch shouting maximal texts: the largest observations there are.
-    env = me.make(me.open_grid(3, 3), agents=12, max_steps=3)
+    # Every agent on a 3x3 patch shouting maximal texts: the largest observations there are
+    # (12 agents on 9 tiles: start tiles given explicitly may be shared).
+    env = me.make(me.open_grid(3, 3), agents={f"a{k}": (k % 3, k // 3 % 3) for k in range(12)}, max_steps=3)
     ready, _ = env.reset(seed=0)
     text = "".join(me.CHARSET)[:500]
     while ready:

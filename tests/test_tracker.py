@@ -142,28 +142,29 @@ def test_far_laggard_blocks_exactly_at_bound(radius_p, max_vel, gap):
 
 
 def _trust_path_one_step_more(honest):
-    def trusting(self, j, step):
-        tile, free = honest(self, j, step)
+    def trusting(self, agent_step, step):
+        tile, free = honest(self, agent_step, step)
         return tile, max(0, free - 1)
     return trusting
 
 
 def _trust_route_one_tile_less(honest):
-    def trusting(self, j, step):
-        first, last, free = honest(self, j, step)
+    def trusting(self, agent_step, step):
+        first, last, free = honest(self, agent_step, step)
         return first, max(first, last - 1), free
     return trusting
 
 
-@pytest.mark.parametrize("method,loosen", [("reach", _trust_path_one_step_more),
-                                           ("route_window", _trust_route_one_tile_less)])
-def test_checks_catch_a_promise_trusted_one_step_too_far(monkeypatch, method, loosen):
+@pytest.mark.parametrize("promise,loosen", [("PathPromise", _trust_path_one_step_more),
+                                            ("RoutePromise", _trust_route_one_tile_less)])
+def test_checks_catch_a_promise_trusted_one_step_too_far(monkeypatch, promise, loosen):
     """A tracker that lets a laggard's declared path count for one step more than it covers, or
     that judges a laggard on a declared route as if it could not reach the farthest tile of its
     stretch, breaks equivalence with sync (the promise tests are not vacuous)."""
-    from metropolis_env.tracker import DependencyTracker as T
+    from metropolis_env import promises
 
-    monkeypatch.setattr(T, method, loosen(getattr(T, method)))
+    cls = getattr(promises, promise)
+    monkeypatch.setattr(cls, "reach", loosen(cls.reach))
     from policies import PromisingPolicy
     failures = 0
     for seed in range(16):

@@ -8,6 +8,7 @@ import pytest
 
 import metropolis_env as me
 from metropolis_env.versions import PRUNE_CHUNK, VersionStore
+from metropolis_env.promises import PathPromise
 
 
 def test_store_returns_each_step_and_drops_only_below_the_smallest_step():
@@ -42,9 +43,9 @@ def test_versioned_env_keeps_versions_bounded_by_the_step_spread():
         lo, hi = env.step_range
         widest = max(widest, hi - lo)
         # An agent prunes when it appends: it holds at most the widest spread seen, plus a chunk.
-        assert env._versions.kept() <= 25 * (widest + PRUNE_CHUNK + 1)
+        assert env._public.versions.kept() <= 25 * (widest + PRUNE_CHUNK + 1)
     assert widest > 5  # the schedule did spread the agents out
-    assert env._versions.kept() < 25 * 400 // 4
+    assert env._public.versions.kept() < 25 * 400 // 4
 
 
 def test_unknown_rules_are_rejected_with_the_choices():
@@ -115,11 +116,11 @@ def test_a_declared_path_is_a_promise_the_env_enforces():
     assert env.snapshot() == before
     # Extending agrees with the promise; a shorter restatement keeps the rest of it.
     env.step({"A": {"move": EAST, "path": [(7, 5)]}})
-    assert env._tracker.path_tile(0, 3) == (7, 5)
+    assert env.promise("A").tile_at(3) == (7, 5)
     with pytest.raises(me.errors.InvalidActionError, match="at step 3"):
         env.step({"A": WEST})
     env.step({"A": {"move": STAY, "path": [(7, 5), (8, 5)]}})
-    assert env.positions["A"] == (7, 5) and env._tracker.path_tile(0, 4) == (8, 5)
+    assert env.positions["A"] == (7, 5) and env.promise("A").tile_at(4) == (8, 5)
 
 
 def test_a_path_releases_an_agent_the_distance_alone_would_hold_back():
@@ -193,9 +194,9 @@ def test_a_declared_route_is_a_promise_the_env_enforces():
     with pytest.raises(me.errors.InvalidActionError, match="past its next tile|off the route"):
         env.step({"A": {"move": 7}})  # (7, 6): off the route
     env.step({"A": STAY})  # step 4: the promise is over, A is free again
-    assert env._tracker.route[0] is None
+    assert env.promise("A") is None
     env.step({"A": {"move": 7, "route": [(7, 5), (7, 6)], "until": 6}})
-    assert env.positions["A"] == (7, 6) and env._tracker.route_at[0] == 1
+    assert env.positions["A"] == (7, 6) and env.promise("A").at == 1
 
 
 def test_a_route_that_departs_later_holds_the_agent_and_may_follow_a_route_it_completes():
@@ -211,12 +212,12 @@ def test_a_route_that_departs_later_holds_the_agent_and_may_follow_a_route_it_co
             env.step({"A": bad})
         assert env.snapshot() == before
     env.step({"A": {"move": STAY, "route": nxt, "until": 6, "depart": 4}})  # narrows the running route
-    assert env._tracker.route[0] == nxt and env._tracker.path_end[0] == 6
+    assert list(env.promise("A").tiles) == nxt and env.promise("A").end == 6
     with pytest.raises(me.errors.InvalidActionError, match=r"past where it may be at step 4"):
         env.step({"A": {"move": 7}})  # (6, 6) before its departure
     env.step({"A": STAY})
     env.step({"A": {"move": 7}})  # step 4 -> 5 on (6, 6)
-    assert env.positions["A"] == (6, 6) and env._tracker.route_at[0] == 1
+    assert env.positions["A"] == (6, 6) and env.promise("A").at == 1
 
 
 def test_a_route_releases_an_agent_the_distance_alone_would_hold_back():
@@ -267,7 +268,7 @@ def test_a_versioned_env_with_paths_survives_a_pickle_round_trip():
     policy = PromisingPolicy(env, 0)
     obs, _ = env.reset(seed=0)
     obs = drive(env, policy, dict(obs), 120)
-    assert any(p is not None for p in env._tracker.path)
+    assert any(isinstance(env.promise(a), PathPromise) for a in env.possible_agents)
     saved = pickle.dumps((env, policy, obs))
     drive(env, policy, obs, 10_000)
     env2, policy2, obs2 = pickle.loads(saved)  # one pickle: the policy's env is env2
@@ -291,6 +292,6 @@ def test_route_to_declares_the_walk_move_to_takes():
     held = env.route_to("A", (5, 5), until=20, depart=15)  # from the route's end, leaving later
     assert held["move"] == STAY and held["depart"] == 15
     env.step({"A": held})
-    assert env._tracker.route[0][0] == goal and env._tracker.route_depart[0] == 15
+    assert env.promise("A").tiles[0] == goal and env.promise("A").depart == 15
     with pytest.raises(me.errors.InvalidActionError, match=r"route_to\('A', \(-1, 0\)\)"):
         env.route_to("A", (-1, 0), until=20)

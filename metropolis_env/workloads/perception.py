@@ -1,8 +1,7 @@
 """Who perceived whom: the env's perception rule evaluated over a whole recorded trajectory.
 
-Agent i perceives j at time t when j != i, both tiles lie within Chebyshev `radius_p` of each
-other and, with `same_zone`, both tiles have one `world.zone` (the rule of
-`AsyncParallelEnv._perceived` with perception="arena"). These are the *true* dependencies of the
+Agent i perceives j at time t when j != i and the env's perception rule (`metropolis_env.
+perception.Perception`: perception "arena" with `same_zone`, else "box") says i's tile sees j's. These are the *true* dependencies of the
 step an agent computes at time t: what it does may depend on exactly these agents.
 """
 
@@ -10,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..perception import Perception
 from ..world import TileMap
 
 # Agent-steps handled per chunk: bounds the temporary pair arrays (~ 100 bytes per agent-step).
@@ -32,9 +32,10 @@ def perceived_csr(world: TileMap, positions: np.ndarray, n_steps: int, radius_p:
     counts = np.zeros((n_steps, n), dtype=np.int64)
     ids_parts: list[np.ndarray] = []
     chunk = max(1, _CHUNK_AGENT_STEPS // max(n, 1))
+    perception = Perception(world, radius_p, "arena" if same_zone else "box")
     for s0 in range(0, n_steps, chunk):
         s1 = min(n_steps, s0 + chunk)
-        c, ids = _chunk(world, positions[:, s0:s1], radius_p, same_zone)
+        c, ids = _chunk(positions[:, s0:s1], perception, world)
         counts[s0:s1] = c
         ids_parts.append(ids)
     ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int32)
@@ -43,14 +44,14 @@ def perceived_csr(world: TileMap, positions: np.ndarray, n_steps: int, radius_p:
     return np.ascontiguousarray(counts.T.astype(np.int16)), ids.astype(np.int32)
 
 
-def _chunk(world: TileMap, pos: np.ndarray, r: int, same_zone: bool) -> tuple[np.ndarray, np.ndarray]:
+def _chunk(pos: np.ndarray, perception: Perception, world: TileMap) -> tuple[np.ndarray, np.ndarray]:
+    r = perception.radius_p
     n, steps = pos.shape[0], pos.shape[1]
     # Agent-steps in step-major order: row k = t * n + a.
     x = pos[:, :, 0].T.ravel().astype(np.int64)
     y = pos[:, :, 1].T.ravel().astype(np.int64)
     t = np.repeat(np.arange(steps, dtype=np.int64), n)
     a = np.tile(np.arange(n, dtype=np.int64), steps)
-    zone = world.zone[y, x]
     # Cells of side >= r: two agents within Chebyshev r lie in the same or adjacent cells.
     side = max(r, 1)
     cx = x // side + 1  # + 1: a border cell on each side so neighbour keys never wrap
@@ -80,9 +81,7 @@ def _chunk(world: TileMap, pos: np.ndarray, r: int, same_zone: bool) -> tuple[np
         return np.zeros((steps, n), np.int64), np.zeros(0, np.int32)
     src = np.concatenate(src_parts)
     dst = np.concatenate(dst_parts)
-    ok = (src != dst) & (np.abs(x[src] - x[dst]) <= r) & (np.abs(y[src] - y[dst]) <= r)
-    if same_zone:
-        ok &= zone[src] == zone[dst]
+    ok = (src != dst) & perception.sees_arrays(x[src], y[src], x[dst], y[dst])
     src, dst = src[ok], dst[ok]
     # dst shares src's step, so sorting by (src, perceived agent) gives step-major CSR order.
     o = np.lexsort((a[dst], src))

@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..world import Tile, TileMap
+from ..world import Tile, TileMap, shortest_walks
 
 #: (dx, dy) of the four moves, in the order paths prefer them (ties are broken by this order).
 MOVES4 = ((1, 0), (-1, 0), (0, 1), (0, -1))
@@ -41,36 +41,10 @@ class _Key:
 
 @lru_cache(maxsize=4096)
 def _field(key: _Key, tx: int, ty: int) -> np.ndarray:
-    world = key.world
-    h, w = world.height, world.width
-    pw = w + 2
-    # Pad with blocked tiles so neighbour indices never wrap around a row.
-    open_ = np.zeros((h + 2, pw), dtype=bool)
-    open_[1:h + 1, 1:w + 1] = world.walkable
-    open_flat = open_.ravel()
-    start = (ty + 1) * pw + tx + 1
-    if not open_flat[start]:
-        raise ValueError(f"distance_field4: target tile {(tx, ty)} is not walkable")
-    dist = np.full(open_flat.shape, -1, dtype=np.int32)
-    offsets = np.array([1, -1, pw, -pw], dtype=np.int64)
-    dist[start] = 0
-    frontier = np.array([start], dtype=np.int64)
-    d = 0
-    while frontier.size:
-        d += 1
-        nxt = (frontier[:, None] + offsets).ravel()
-        nxt = nxt[open_flat[nxt] & (dist[nxt] < 0)]
-        # Deduplicate without sorting (tiles reached from two frontier tiles): write each entry's
-        # position into `dist`, keep the entries that read their own position back, then
-        # store the real distance.
-        order = np.arange(nxt.size, dtype=np.int32)
-        dist[nxt] = -2 - order
-        nxt = nxt[dist[nxt] == -2 - order]
-        dist[nxt] = d
-        frontier = nxt
-    out = dist.reshape(open_.shape)[1:h + 1, 1:w + 1].copy()
-    out.setflags(write=False)
-    return out
+    try:
+        return shortest_walks(key.world.walkable, (tx, ty), MOVES4)
+    except ValueError:
+        raise ValueError(f"distance_field4: target tile {(tx, ty)} is not walkable") from None
 
 
 def path4(world: TileMap, start: Tile, target: Tile) -> np.ndarray:
