@@ -70,7 +70,8 @@ class Observer:
         for i in agents:
             perceived = self.perceived(i)
             self.n_perceived[i] = len(perceived)
-            outcomes.append(run.evaluate(self.view(i, perceived)) if evaluate and run.episode else _NO_OUTCOME)
+            outcomes.append(run.evaluate(self.view(i, perceived)) if evaluate and run.episode is not None
+                            else _NO_OUTCOME)
             obs[names[i]] = kind.observe(self, i, perceived)
             infos[names[i]] = self.info(i, perceived)
         return obs, infos, outcomes
