@@ -293,3 +293,21 @@ def test_a_task_reading_other_agents_outcomes_is_caught():
     caught = sum(run_ooo(env, 0, Interleaving(seed=k, share=0.6, order="leaders", max_clusters=3))[0].seq
                  != expected.seq for k in range(6))
     assert caught > 0, "no interleaving exposed a task that reads other agents' outcomes"
+
+
+def test_the_runtime_drives_task_agents_and_skips_terminated_ones():
+    """The controller acts only for agents still in the episode (a terminated agent's stays are
+    the env's), in every env-driven mode, with the same returns."""
+    from metropolis_env.agents import ScriptedTaskAgent
+    from metropolis_env.backends import EchoBackend
+    from metropolis_env.runtime import run
+
+    got = {}
+    for mode in ("async", "sync", "single"):
+        env = small_ville("goto", max_steps=120)
+        agents = {a: ScriptedTaskAgent(env, a) for a in env.possible_agents}
+        m = run(env, agents, EchoBackend(), mode, seed=3)
+        assert all(env.terminated(a) for a in env.possible_agents)
+        assert m.agent_steps < len(env.possible_agents) * env.max_steps  # nobody acted once terminated
+        got[mode] = env.returns
+    assert got["async"] == got["sync"] == got["single"] == dict.fromkeys(got["sync"], 1.0)
