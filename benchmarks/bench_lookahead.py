@@ -10,12 +10,12 @@ asserts; all times are simulated (virtual clock). Run from the repository root:
 
     python benchmarks/bench_lookahead.py
     python benchmarks/bench_lookahead.py --points busy:25:8 full:25:8
+    python benchmarks/bench_lookahead.py --points busy:25:8 --steps 20   # a smoke run
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 from metropolis_env.bench.runner import BenchConfig, load_trace, run_mode
 
@@ -26,18 +26,19 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", nargs="+", default=["busy:25:8", "full:25:8", "busy:100:8", "quiet:100:8"],
                     help="window:agents:gpus")
+    ap.add_argument("--steps", type=int, default=None, help="replay only each window's first N steps (default: all)")
     args = ap.parse_args(argv)
     print("async with each lookahead: time (s), % of its workload's oracle, async/sync, tracker deps per agent-step")
     print("| point | " + " | ".join(LEVELS) + " |")
     print("|---|" + "---|" * len(LEVELS))
     for point in args.points:
         window, agents, gpus = point.split(":")
-        base = BenchConfig(window=window, agents=int(agents), gpus=int(gpus), bound="map", rules="versioned",
-                           progress=False, lower_bounds=False)
+        base = BenchConfig.of(window=window, agents=int(agents), gpus=int(gpus), bound="map", rules="versioned",
+                              steps=args.steps, progress=False, lower_bounds=False)
         traces = {}
         cells = []
         for lookahead in LEVELS:
-            cfg = replace(base, lookahead=lookahead)
+            cfg = base.replace(lookahead=lookahead)
             key = lookahead == "plan-ahead"  # the only level that changes the workload
             if key not in traces:
                 trace = load_trace(cfg)

@@ -5,14 +5,16 @@
     # offline, no server: a deterministic stand-in model on the virtual clock
     python examples/llm_village.py --agents 10 --steps 30
 
-Prints a progress bar, then the run's metrics and how many answers were malformed (those fall
-back to a safe action). Use --mode sync to compare with the global-step baseline.
+Prints a progress bar (on a terminal), then the run's metrics and how many answers were
+malformed (those fall back to a safe action). Use --mode sync to compare with the global-step
+baseline.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import metropolis_env as me
 from metropolis_env.agents import VillagerAgent
@@ -44,7 +46,7 @@ def main() -> None:
         from metropolis_env.backends.echo import EchoBackend
 
         backend = EchoBackend()
-    m = run(env, agents, backend, a.mode, seed=a.seed, progress=True)
+    m = run(env, agents, backend, a.mode, seed=a.seed, progress=sys.stderr.isatty())  # no bar in piped logs
     fallbacks = sum(ag.fallbacks for ag in agents.values())
     print(f"mode {m.mode}: {m.agent_steps} agent-steps in {m.completion_time_s:.2f} s "
           f"({'virtual' if backend.virtual_time else 'wall'} time)")

@@ -7,7 +7,7 @@ compute it on the map (never smaller than the box value, so box-radius searches 
 tiles per step, so one step closes the hazard distance by at most `max_vel`.
 
 Two rule sets share these forms:
-- "paper": the world holds each agent's current state only (PAPER.md). An agent must not move
+- "paper": the world holds each agent's current state only (docs/PAPER.md). An agent must not move
   on while someone who will still read its old state could be near, hence coupling at the same
   step and one extra move of margin in the blocking rule.
 - "versioned": the world keeps every agent's state at each step since the slowest agent's

@@ -1,6 +1,6 @@
 """A deterministic reactive policy and the two driving loops (sync, out-of-order) for tests.
 
-The policy satisfies the premise of the equivalence contract (DESIGN.md): an agent's action is a
+The policy satisfies the premise of the equivalence contract (docs/SEMANTICS.md): an agent's action is a
 pure function of (seed, agent, the observations it has received so far). Every choice comes from a
 stable hash (hashlib, never Python's salted `hash()`) of the seed, the agent and the canonical
 content of its observation and its own state, and that state is built only from the agent's own

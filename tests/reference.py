@@ -1,7 +1,7 @@
 """Brute-force reference of the dependency tracker, for tests only.
 
 Everything is recomputed from scratch, for all pairs at once (numpy broadcasting, O(N^2)), from
-nothing but positions and steps, straight from the rules as PAPER.md states them with the box
+nothing but positions and steps, straight from the rules as the paper states them (docs/PAPER.md) with the box
 bound (distance = Chebyshev tile distance):
 
 - coupled:  Step_A == Step_B and dist <= radius_p + max_vel (clusters: connected components);

@@ -18,7 +18,7 @@ from metropolis_env.runtime.agent import StepContext
 
 @pytest.fixture(scope="module")
 def trace():
-    return load_trace(BenchConfig(agents=25, window="busy", steps=30))
+    return load_trace(BenchConfig.of(agents=25, window="busy", steps=30))
 
 
 def _drive(env, seed=0):
@@ -60,11 +60,27 @@ def test_position_observations_are_the_full_observations_tiles(trace):
         for name, o in obs_f.items():
             assert obs_p[name] == tuple(int(x) for x in o["position"])
             assert type(obs_p[name]) is tuple
-    # the same world afterwards, and observe() still gives the full dict
+    # the same world afterwards
     assert full.positions == pos.positions and full.stats == pos.stats
+
+
+def test_observe_gives_the_full_observation_in_position_mode_mid_run(trace):
+    full, pos = trace_env(trace), trace_env(trace)
+    full.observation_mode = "full"
+    full.reset(seed=0)
+    pos.reset(seed=0)
+    rng = np.random.default_rng(2)
+    handed = {}
+    for _ in range(4):  # a few calls on a subset of the ready agents, the same in both
+        acts = {a: int(rng.integers(0, 9)) for a in full.ready_agents()[:8]}
+        got, *_ = full.step(acts)
+        pos.step(acts)
+        handed.update(got)
     ready = pos.ready_agents()
-    if ready:
-        assert set(pos.observe(ready[0])) >= {"position", "perceived", "action_mask"}
+    assert ready == full.ready_agents() and set(ready) & set(handed)
+    assert any(pos.agent_step(a) > 0 for a in ready)  # mid-run, not the reset observation
+    for a in set(ready) & set(handed):
+        np.testing.assert_equal(pos.observe(a), handed[a])
 
 
 def _act(agent, obs, step):
@@ -121,7 +137,7 @@ def test_trace_agents_pickle(trace):
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_bench_results_do_not_depend_on_the_observation_mode(trace, mode, monkeypatch):
-    cfg = BenchConfig(agents=25, window="busy", steps=30, progress=False, lower_bounds=False)
+    cfg = BenchConfig.of(agents=25, window="busy", steps=30, progress=False, lower_bounds=False)
     fast = run_mode(trace, cfg, mode)
     import metropolis_env.bench.runner as runner
 
@@ -155,30 +171,30 @@ def test_modes_in_worker_processes_give_the_sequential_results(trace):
 
     cfg = dict(agents=25, window="busy", steps=30, progress=False, lower_bounds=False, record_calls=True,
                modes=("sync", "async", "oracle"))
-    seq = run_bench(BenchConfig(jobs=1, **cfg), trace=trace)
-    par = run_bench(BenchConfig(jobs=2, **cfg), trace=trace)
+    seq = run_bench(BenchConfig.of(jobs=1, **cfg), trace=trace)
+    par = run_bench(BenchConfig.of(jobs=2, **cfg), trace=trace)
     assert seq.jobs == 1 and par.jobs == 2
     assert list(par.runs) == ["sync", "async", "oracle"]
     assert _comparable(par) == _comparable(seq)
 
 
 def test_worker_count(monkeypatch):
-    assert BenchConfig(modes=("sync",), jobs=4).worker_count() == 1
-    assert BenchConfig(modes=("sync", "async"), jobs=4).worker_count() == 2
-    assert BenchConfig(modes=("sync", "async", "oracle"), jobs=1).worker_count() == 1
+    assert BenchConfig.of(modes=("sync",), jobs=4).worker_count() == 1
+    assert BenchConfig.of(modes=("sync", "async"), jobs=4).worker_count() == 2
+    assert BenchConfig.of(modes=("sync", "async", "oracle"), jobs=1).worker_count() == 1
     # by default one per mode, up to the CPUs this process may use
-    from metropolis_env.bench import runner
+    from metropolis_env.bench import config
 
-    monkeypatch.setattr(runner, "_usable_cpus", lambda: 1)
-    assert BenchConfig(modes=("sync", "async")).worker_count() == 1
-    monkeypatch.setattr(runner, "_usable_cpus", lambda: 16)
-    assert BenchConfig(modes=("sync", "async", "oracle")).worker_count() == 3
+    monkeypatch.setattr(config, "_usable_cpus", lambda: 1)
+    assert BenchConfig.of(modes=("sync", "async")).worker_count() == 1
+    monkeypatch.setattr(config, "_usable_cpus", lambda: 16)
+    assert BenchConfig.of(modes=("sync", "async", "oracle")).worker_count() == 3
     # real servers: modes one after another, whatever the default
-    assert BenchConfig(modes=("sync", "async"), backend="openai", base_urls=("http://x",)).worker_count() == 1
+    assert BenchConfig.of(modes=("sync", "async"), backend="openai", base_urls=("http://x",)).worker_count() == 1
     with pytest.raises(ConfigError, match="only the simulated backend"):
-        BenchConfig(modes=("sync", "async"), backend="openai", base_urls=("http://x",), jobs=2).validate()
+        BenchConfig.of(modes=("sync", "async"), backend="openai", base_urls=("http://x",), jobs=2).validate()
     with pytest.raises(ConfigError, match="jobs must be >= 1"):
-        BenchConfig(jobs=0).validate()
+        BenchConfig.of(jobs=0).validate()
 
 
 def test_a_failing_mode_in_a_worker_is_a_clear_error(trace):
@@ -187,8 +203,8 @@ def test_a_failing_mode_in_a_worker_is_a_clear_error(trace):
     pos = trace.positions.copy()
     pos[2, 4:] += np.array([3, 0], dtype=pos.dtype)
     jumpy = dataclasses.replace(trace, positions=pos)
-    cfg = BenchConfig(agents=25, window="busy", steps=30, progress=False, lower_bounds=False,
-                      modes=("sync", "async"), jobs=2)
+    cfg = BenchConfig.of(agents=25, window="busy", steps=30, progress=False, lower_bounds=False,
+                         modes=("sync", "async"), jobs=2)
     with pytest.raises(MetropolisError, match="AgentStepError: .*not replayable"):
         run_bench(cfg, trace=jumpy)
 
@@ -226,7 +242,7 @@ def test_move_only_actions_are_checked_as_before():
 def test_bench_runs_restore_the_garbage_collector(trace):
     import gc
 
-    cfg = BenchConfig(agents=25, window="busy", steps=5, progress=False, lower_bounds=False)
+    cfg = BenchConfig.of(agents=25, window="busy", steps=5, progress=False, lower_bounds=False)
     before = gc.get_threshold()
     assert gc.get_freeze_count() == 0
     run_mode(trace, cfg, "async")

@@ -192,7 +192,9 @@ def test_readme_driving_loop_runs_everyone_to_max_steps():
 
 
 def test_sync_wrapper_advances_everyone_together_and_truncates():
-    sync = SyncParallelWrapper(me.make("the_ville", agents=6, max_steps=5, seed=1))
+    # six villagers within a few tiles of each other, so that they perceive one another
+    starts = {f"p{i}": xy for i, xy in enumerate([(66, 10), (67, 10), (67, 18), (68, 16), (69, 14), (70, 13)])}
+    sync = SyncParallelWrapper(me.make("the_ville", agents=starts, max_steps=5, seed=1))
     obs, infos = sync.reset(seed=1)
     for t in range(1, 6):
         obs, rew, term, trunc, infos = sync.step({a: sync.move_to(a, (72, 14)) for a in sync.agents})
@@ -200,7 +202,10 @@ def test_sync_wrapper_advances_everyone_together_and_truncates():
         assert {o["step"] for o in obs.values()} == {t}
         assert all(trunc[a] == (t == 5) for a in sync.possible_agents)
     assert sync.agents == []
-    assert sync.env.stats.tracker_per_step <= 6
+    stats = sync.env.stats
+    assert stats.agent_steps == 6 * 5
+    # they met, and the tracker waited at least for every agent really perceived (itself included)
+    assert 1 < stats.true_per_step <= stats.tracker_per_step
 
 
 # -- queries -----------------------------------------------------------------------------------------

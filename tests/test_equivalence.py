@@ -1,4 +1,4 @@
-"""Equivalence, safety and liveness of out-of-order execution (DESIGN.md semantics).
+"""Equivalence, safety and liveness of out-of-order execution (docs/SEMANTICS.md).
 
 For a deterministic policy, every interleaving the tracker allows must reproduce the sync
 execution exactly: every agent's tile at every time and every observation (and info) it receives.

@@ -12,8 +12,7 @@ import pytest
 
 from metropolis_env.testing import llama_cpp_skip_reason
 
-_SKIP = llama_cpp_skip_reason()
-pytestmark = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
+pytestmark = pytest.mark.needs(llama_cpp_skip_reason())  # skipped without the extra, failed in CI
 
 from metropolis_env.backends.base import BackendError, LLMRequest  # noqa: E402
 from metropolis_env.backends.openai_backend import OpenAIBackend  # noqa: E402
@@ -165,9 +164,13 @@ def test_slow_server_timeouts_are_retried(server):
         return resp, proxy, backend.stats()
 
     resp, proxy, stats = asyncio.run(run())
+    # The proxy stalls the first two connections past the timeout, so at least two retries; a
+    # loaded machine may time out a third attempt too, which is fine: the property is that the
+    # answer comes back identical and nothing is lost or counted twice.
     assert proxy.delayed == 2
-    assert resp.retries == 2 and stats["retries"] == 2
+    assert resp.retries >= 2 and stats["retries"] == resp.retries
     assert resp.text == reference.text
+    assert stats["completed"] == 1 and stats["errors"] == 0
 
 
 def test_server_that_cannot_start_reports_why(tmp_path):

@@ -14,8 +14,7 @@ import pytest
 
 from metropolis_env.testing import llama_cpp_skip_reason
 
-_SKIP = llama_cpp_skip_reason()
-pytestmark = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
+pytestmark = pytest.mark.needs(llama_cpp_skip_reason())  # skipped without the extra, failed in CI
 
 import metropolis_env as me  # noqa: E402
 from metropolis_env import clock  # noqa: E402
@@ -74,7 +73,7 @@ def test_sync_recorded_equals_async_replayed_and_live_async(server, tmp_path):
     assert replay_m.llm_calls == sync_m.llm_calls
     live_traj, live_m, _, _ = run_village("async", backend(server.base_url))
     assert live_traj == sync_traj
-    assert live_m.deps_per_agent_step < AGENTS  # it really ran out of order
+    assert live_m.step_spread_max > 0  # it really ran out of order: agents were at different steps
 
 
 def test_server_killed_mid_run_loses_and_repeats_no_step(server):

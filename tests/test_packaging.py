@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as the `tomli` package (in the test extra)
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python >= 3.11")
 
 
 def test_every_subpackage_is_listed_for_setuptools():

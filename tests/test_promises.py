@@ -1,16 +1,15 @@
-"""What trace agents may promise (workloads/promises.py): whole sleeping and conversation runs,
-settled stretches, and the routes of their walks."""
+"""What trace agents may promise (workloads/promises.py): only what their plans said when they
+declared it, and only what they keep."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from metropolis_env.workloads import load_workload
-from metropolis_env.workloads.promises import persona_promises, plan_ahead, promise_ends, route_tiles
-from metropolis_env.workloads.walking import distance_field4
+from metropolis_env.workloads import apply_window, load_workload
+from metropolis_env.workloads.plans import Plans
+from metropolis_env.workloads.promises import ROUTE, declaration, declared, persona_promises, plan_ahead
 
 
 @pytest.fixture(scope="module")
@@ -18,94 +17,97 @@ def day():
     return load_workload("genagents-day", agents=25)
 
 
-def _key(trace, a: int, t: int):
-    """What the step belongs to: a conversation, a sleeping activity, or another activity."""
-    p = int(trace.partner[a, t])
-    if p >= 0:
-        return ("chat", p)
-    name = trace.activities[int(trace.activity[a, t])]
-    return ("sleep", name) if "sleeping" in name else ("other", name)
-
-
-def test_promises_cover_whole_sleeping_and_conversation_runs_and_settled_stays(day):
-    ends = promise_ends(day)
-    assert ends.shape == (25, day.n_steps)
-    starts = np.argwhere(ends >= 0)
-    rng = np.random.default_rng(0)
-    kinds = set()
-    for a, t in starts[rng.choice(len(starts), 300, replace=False)]:
-        e = int(ends[a, t])
-        key = _key(day, a, t)
-        kinds.add(key[0])
-        assert e >= t and all(_key(day, a, u) == key for u in range(t, e + 1))
-        assert e == day.n_steps - 1 or _key(day, a, e + 1) != key  # to the end of the run
-        if key[0] == "other":
-            # settled: on one tile from t to e, having arrived at t
-            tiles = {tuple(day.positions[a, u]) for u in range(t, e + 1)}
-            assert len(tiles) == 1
-            assert t == 0 or _key(day, a, t - 1) != key or tuple(day.positions[a, t - 1]) != tuple(day.positions[a, t])
-        else:
-            assert t == 0 or _key(day, a, t - 1) != key  # from the start of the run
-    assert kinds == {"chat", "sleep", "other"}
-    # every sleeping and conversation step is promised
-    covered = np.zeros(ends.shape, dtype=bool)
-    for a, t in starts:
-        covered[a, t:ends[a, t] + 1] = True
-    for a in range(25):
-        for t in rng.choice(day.n_steps, 300, replace=False):
-            if _key(day, a, int(t))[0] != "other":
-                assert covered[a, t]
-
-
-def test_a_window_starts_runs_in_progress_at_its_first_step(day):
-    busy = day.window(12 * 360, 13 * 360)
-    ends = promise_ends(busy)
-    for a in range(25):
-        if _key(busy, a, 0)[0] != "other":
-            assert ends[a, 0] >= 0
-
-
-def _promises_in_order(trace, promises, a):
-    """(step, end, route tiles or None, depart) of agent a's promises, in step order."""
-    out = []
-    for t in np.flatnonzero(promises.end[a] > np.arange(trace.n_steps)):
-        t = int(t)
-        w = int(promises.walk_end[a, t])
-        tiles = route_tiles(trace.positions[a], t, w) if w >= 0 else None
-        out.append((t, int(promises.end[a, t]), tiles, int(promises.depart[a, t])))
-    return out
-
-
-@pytest.mark.parametrize("window,ahead", [("full", False), ("busy", False), ("full", True)])
-def test_persona_routes_hold_in_the_trace_and_never_overlap(day, window, ahead):
-    """Every route a persona declares is kept by the trace (on its tiles, forward at most one
-    tile a step, not before its departure), is a whole shortest walk that the agent completes,
-    and each promise starts where the one before ended or narrows a route it has completed."""
-    trace = day if window == "full" else day.window(12 * 360, 13 * 360)
-    got = persona_promises(plan_ahead(trace) if ahead else trace, plan_ahead=ahead)
-    pos = trace.positions
-    routes = 0
-    for a in range(25):
-        running = None  # (end, tiles)
-        for t, e, tiles, depart in _promises_in_order(trace, got, a):
-            if running is not None and running[0] > t:
-                # only a route completed at its last tile may be narrowed by the next route
-                assert running[1] is not None and tiles is not None, (a, t)
-                assert tuple(pos[a, t]) == running[1][-1] and depart >= running[0], (a, t)
-            running = (e, tiles)
-            if tiles is None:
-                continue
-            routes += 1
-            assert tiles[0] == tuple(pos[a, t]) and len(set(tiles)) == len(tiles)
-            field = distance_field4(trace.world, tiles[-1])
-            assert field[tiles[0][1], tiles[0][0]] == len(tiles) - 1  # a shortest walk
+def kept(trace, a: int, promises) -> int:
+    """Check agent a's promises (Declared, in order) against what the trace did, as the env
+    enforces them (docs/RULES.md): a path's tiles exactly; a route's tiles, visited each once,
+    forward at most one a step, on its first tile through `depart`; a new promise only once the
+    one before has ended, or a route from the running route's last tile departing after its end.
+    Returns the number of promises checked."""
+    pos = trace.positions[a]
+    running, count = None, 0
+    for d in promises:
+        act = declaration(trace, a, d.step, d.end, d.kind, d.target[0] * 65536 + d.target[1], d.depart)
+        if running is not None and running[0] > d.step:
+            assert running[1] is not None and "route" in act, (a, d)
+            assert tuple(pos[d.step]) == running[1][-1] and d.depart >= running[0], (a, d)
+        if "route" in act:
+            tiles = act["route"]
+            assert tiles[0] == tuple(pos[d.step]) and len(set(tiles)) == len(tiles), (a, d)
             k = 0
-            for u in range(t + 1, e + 1):
-                q = tuple(pos[a, u])
-                assert q in tiles[k:k + 2], (a, t, u)  # forward, one route tile a step at most
+            for u in range(d.step + 1, d.end + 1):
+                q = tuple(pos[u])
+                assert q in (tiles[k:k + 1] if u <= d.depart else tiles[k:k + 2]), (a, d, u)
                 k = tiles.index(q)
-                assert u > depart or k == 0
-    assert routes > (200 if window == "full" else 25)
+            running = (d.end, tiles)
+        else:
+            assert act["path"] == [tuple(map(int, p)) for p in pos[d.step + 1:d.end + 1]], (a, d)
+            running = (d.end, None)
+        count += 1
+    return count
+
+
+@pytest.mark.parametrize("window", ["full", "busy", "quiet"])
+@pytest.mark.parametrize("ahead", [False, True])
+def test_every_promise_a_persona_declares_is_kept(day, window, ahead):
+    """Every promise made from the plans is one the persona keeps (the env would reject the
+    first broken one), and together they cover nearly every step, moving ones included."""
+    trace = apply_window(day, window)
+    trace = plan_ahead(trace) if ahead else trace
+    covered = np.zeros((25, trace.n_steps + 1), dtype=bool)
+    routes = follow_ons = 0
+    for a in range(25):
+        got = list(declared(trace, a, plan_ahead=ahead))
+        assert kept(trace, a, got) == len(got)
+        for d in got:
+            covered[a, d.step + 1:d.end + 1] = True
+            routes += d.kind == ROUTE
+            follow_ons += d.follow_on
+    moving = (trace.positions[:, 1:] != trace.positions[:, :-1]).any(axis=2)
+    assert covered[:, 1:].mean() > 0.99 and covered[:, 1:][moving].mean() > 0.99
+    assert routes > {"full": 200, "busy": 20, "quiet": 8}[window]
+    assert (follow_ons > 0) == ahead
+
+
+def _with_future_of(trace, other, t: int):
+    """`trace` with every tile after time t and every plan after step t taken from `other`."""
+    pos = np.array(trace.positions)
+    pos[:, t + 1:] = other.positions[:, t + 1:]
+    rows = np.concatenate([trace.plans.dense()[:, :t + 1], other.plans.dense()[:, t + 1:]], axis=1)
+    return replace(trace, positions=pos, plans=Plans.from_dense(rows))
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+def test_a_promise_depends_only_on_what_was_known_when_it_was_made(day, ahead):
+    """Replace everything after step t (tiles and plans) by another day's: every promise made
+    at or before t is the same."""
+    other = load_workload("genagents-day", agents=25, seed=1)
+    rng = np.random.default_rng(0)
+    for t in sorted(rng.choice(np.arange(100, day.n_steps - 100), 6, replace=False)):
+        mixed = _with_future_of(day, other, int(t))
+        for a in range(25):
+            before = [d for d in declared(day, a, ahead) if d.step <= t]
+            assert before and before == [d for d in declared(mixed, a, ahead) if d.step <= t], (a, t)
+
+
+def test_the_generator_records_plans_before_it_knows_the_future():
+    """Plans are written as the day is simulated: simulating only the first steps gives the
+    same plans (and tiles) for them."""
+    from metropolis_env.workloads.genagents_day import _places, _simulate
+
+    places = _places()
+    names = list(places.personas)
+    full = load_workload("genagents-day", agents=25)
+    cut = 4500
+    short = _simulate(names, places, np.random.default_rng([0, 0x6A6E]), cut)
+    assert np.array_equal(short.positions, full.positions[:, :cut + 1])
+    assert np.array_equal(short.plans.dense(), full.plans.dense()[:, :cut])
+
+
+def test_recorded_runs_carry_no_plans_and_declare_nothing():
+    morning = load_workload("the_ville-morning")
+    assert morning.plans is None
+    assert (persona_promises(morning).end < 0).all()
+    assert plan_ahead(morning) is morning
 
 
 def test_plan_ahead_moves_planning_calls_to_the_arrival_before_them(day):
@@ -134,15 +136,6 @@ def test_plan_ahead_moves_planning_calls_to_the_arrival_before_them(day):
     assert plan in set(ahead.call_kind.tolist())
 
 
-def test_persona_promises_cover_nearly_every_agent_step(day):
-    got = persona_promises(day)
-    covered = np.zeros(got.end.shape, dtype=bool)
-    for a, t in np.argwhere(got.end > np.arange(day.n_steps)):
-        covered[a, t + 1:got.end[a, t] + 1] = True
-    moving = (day.positions[:, 1:day.n_steps + 1] != day.positions[:, :day.n_steps]).any(axis=2)
-    assert covered.mean() > 0.98 and covered[moving].mean() > 0.95
-
-
 def test_trace_agents_declare_their_promises_and_replay_faithfully():
     """A bench run with --lookahead: the env accepts every declared path and route (the env
     checks each move against them), the replay stays on the trace (trace agents check their
@@ -150,8 +143,8 @@ def test_trace_agents_declare_their_promises_and_replay_faithfully():
     from metropolis_env.bench.runner import BenchConfig, load_trace, run_mode
     from metropolis_env.env import AsyncParallelEnv
 
-    cfg = BenchConfig(agents=25, window="busy", gpus=8, steps=60, bound="map", rules="versioned",
-                      progress=False, lower_bounds=False)
+    cfg = BenchConfig.of(agents=25, window="busy", gpus=8, steps=60, bound="map", rules="versioned",
+                         progress=False, lower_bounds=False)
     trace = load_trace(cfg)
     declared = []
     step = AsyncParallelEnv.step
@@ -163,11 +156,11 @@ def test_trace_agents_declare_their_promises_and_replay_faithfully():
     try:
         plain = run_mode(trace, cfg, "async")
         assert not declared
-        ahead = run_mode(trace, replace(cfg, lookahead="persona"), "async")
+        ahead = run_mode(trace, cfg.replace(lookahead="persona"), "async")
         ends = persona_promises(trace).end
         assert len(declared) == int((ends > np.arange(trace.n_steps)).sum())
         declared.clear()
-        seer = run_mode(trace, replace(cfg, lookahead="clairvoyant"), "async")
+        seer = run_mode(trace, cfg.replace(lookahead="clairvoyant"), "async")
     finally:
         AsyncParallelEnv.step = step
     assert sorted(declared) == sorted(trace.agents)  # each its whole future, once
@@ -180,6 +173,6 @@ def test_lookahead_needs_the_versioned_rules():
     from metropolis_env.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--rules versioned"):
-        BenchConfig(lookahead="persona").validate()
+        BenchConfig.of(lookahead="persona").validate()
     with pytest.raises(ConfigError, match="unknown lookahead 'psychic'"):
-        BenchConfig(lookahead="psychic", rules="versioned").validate()
+        BenchConfig.of(lookahead="psychic", rules="versioned").validate()

@@ -24,6 +24,8 @@ from metropolis_env.backends.echo import EchoBackend
 from metropolis_env.runtime import AgentStepError, Controller
 from metropolis_env.runtime.executors import RayExecutor
 
+from extras import import_or_skip
+
 AGENTS, STEPS = 8, 12
 BACKEND = functools.partial(EchoBackend, base_s=0.002, per_token_s=0.0005, virtual=False)
 
@@ -101,7 +103,7 @@ class Failing(Walker):
 
 @pytest.fixture(scope="module")
 def ray():
-    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'metropolis-env[ray]'")
+    ray = import_or_skip("ray", "Ray is an optional extra: pip install 'metropolis-env[ray]'")
     # The agent classes live in this test module, which the workers cannot import.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -235,7 +237,7 @@ def test_bench_refuses_ray_with_the_virtual_clock_simulator():
     from metropolis_env.cli import main
 
     with pytest.raises(me.ConfigError, match="--executor ray"):
-        BenchConfig(executor="ray", backend="sim").validate()
+        BenchConfig.of(executor="ray", backend="sim").validate()
     assert main(["bench", "--executor", "ray", "--backend", "sim", "--no-progress"]) == 2
 
 

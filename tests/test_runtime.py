@@ -29,18 +29,24 @@ class LatencyBackend(Backend):
 
 
 class OneCall:
-    """Makes one LLM call per step, then stays (or walks toward `target`)."""
+    """Makes one LLM call per step, then stays (or walks toward `target`, reading what it
+    perceives: it waits a step whenever it sees an odd number of others, so an observation
+    from the wrong time changes its walk)."""
 
     def __init__(self, env=None, name=None, target=None):
         self.env, self.name, self.target = env, name, target
         self.starts: list[tuple[int, float]] = []
+        self.waits = 0
 
     async def act(self, obs, ctx):
         self.starts.append((ctx.step, asyncio.get_running_loop().time()))
         await ctx.llm.complete("x")
-        if self.target is not None:
-            return self.env.move_to(self.name, self.target)
-        return 4  # stay (max_vel=1: 3x3 offsets, the middle)
+        if self.target is None:
+            return 4  # stay (max_vel=1: 3x3 offsets, the middle)
+        if len(obs["perceived"]) % 2:
+            self.waits += 1
+            return 4
+        return self.env.move_to(self.name, self.target)
 
 
 def _grid_env(agents, max_steps, **kw):
@@ -129,9 +135,13 @@ def test_modes_give_identical_trajectories():
         env = me.make("the_ville", agents=15, max_steps=25, seed=1)
         agents = {a: OneCall(env, a, (50 + i, 60)) for i, a in enumerate(env.possible_agents)}
         traj = []
-        _run(env, agents, EchoBackend(), mode,
-             on_commit=lambda a, s, act: traj.append((a, s, env.positions[a])))
+        m, _ = _run(env, agents, EchoBackend(), mode,
+                    on_commit=lambda a, s, act: traj.append((a, s, env.positions[a])))
         finals[mode] = sorted(traj)
+        # the agents met (what they perceived steered them) and async really ran out of order
+        assert sum(agent.waits for agent in agents.values()) > 0
+        if mode == "async":
+            assert m.step_spread_max > 0
     assert finals["async"] == finals["sync"] == finals["single"]
 
 

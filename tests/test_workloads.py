@@ -14,7 +14,7 @@ from metropolis_env.workloads.genagents_day import genagents_day
 from metropolis_env.workloads.real_run import legal_positions, the_ville_morning
 from metropolis_env.world import the_ville
 
-# The paper's figures for one simulated day of 25 agents (shared/design/PAPER.md).
+# The paper's figures for one simulated day of 25 agents (docs/PAPER.md).
 PAPER = {"calls": 56_700, "busy": 5_000, "quiet": 800, "input": 642.6, "output": 21.9, "deps": 1.85}
 BUSY, QUIET = (4320, 4680), (2160, 2520)
 
@@ -266,6 +266,12 @@ def test_concatenated_villes_replay_one_seed_per_copy():
         rows = slice(25 * c, 25 * (c + 1))
         assert np.array_equal(big.positions[rows, :, 0], seg.positions[:, :, 0] + 140 * c)
         assert np.array_equal(big.n_calls[rows], seg.n_calls)
+        # plans move with their copy: places shift by the copy's offset, steps stay
+        mine, theirs = big.plans.dense()[rows], seg.plans.dense()
+        xs = [0, 5]  # plans.COLUMNS "tx", "nx"
+        assert np.array_equal(mine[..., xs], np.where(theirs[..., xs] >= 0, theirs[..., xs] + 140 * c, -1))
+        rest = [k for k in range(8) if k not in xs]
+        assert np.array_equal(mine[..., rest], theirs[..., rest])
         for t in (0, 4400, 7000):
             a = 25 * c + 3
             assert big.calls(a, t) == seg.calls(3, t)
@@ -289,6 +295,8 @@ def test_save_load_round_trip(day, tmp_path):
     assert (back.agents, back.activities, back.start_time, back.meta) == \
            (small.agents, small.activities, small.start_time, small.meta)
     assert back.world is the_ville()
+    assert np.array_equal(back.plans.dense(), small.plans.dense())  # the plans travel too,
+    assert small.plans.at(0, 0).until == day.plans.at(0, 4300).until - 4300  # re-based to the window
 
 
 def test_save_load_concatenated_map(tmp_path):

@@ -3,7 +3,7 @@ time its forward passes (prefill and one decode iteration by batch size) in this
 
     python build_model.py MODEL_DIR PROFILE_JSON
 
-Recipe: shared/gpu/REAL_SERVER.md. The tokenizer's vocabulary is the words t0 ... t128255 and it
+Recipe: docs/REAL_SERVER.md. The tokenizer's vocabulary is the words t0 ... t128255 and it
 has no end-of-sequence token, so a prompt of N words is exactly N tokens and every answer is
 exactly max_tokens long: trace replay with the paper's token counts.
 """

@@ -36,8 +36,8 @@ def main() -> None:
             continue
         real = json.loads(path.read_text())
         modes = tuple(r["mode"] for r in real["runs"])
-        cfg = BenchConfig(trace_path=str(HERE / "traces" / trace), steps=real["config"]["steps"],
-                          gpu="h200-transformers-serve", gpus=1, modes=modes, progress=False, lower_bounds=False)
+        cfg = BenchConfig.of(trace_path=str(HERE / "traces" / trace), steps=real["config"]["steps"],
+                             gpu="h200-transformers-serve", gpus=1, modes=modes, progress=False, lower_bounds=False)
         sim = run_bench(cfg)
         calls = real["runs"][0]["llm_calls"]
         label = f"{name[4:]} agents, {real['config']['steps']} steps, {calls} calls"

@@ -10,7 +10,7 @@ Talks through the official `openai.AsyncOpenAI` client only. What it adds on top
   Retry-After counts too), while another is healthy: a dead replica would otherwise attract
   every new request, since it has none in flight. When all are cooling down, the one that
   recovers first is tried.
-- **Priority = step, smallest first.** The agent furthest behind gates the most others (PAPER.md),
+- **Priority = step, smallest first.** The agent furthest behind gates the most others (docs/PAPER.md),
   so its calls should be admitted first by a server that schedules by priority. The servers
   disagree on the direction of the number, hence `priority=`:
 

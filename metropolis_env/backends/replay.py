@@ -1,7 +1,7 @@
 """Record LLM calls to a JSONL file and serve them back: deterministic re-runs without a server.
 
 A call is keyed by (agent, step, index in the step's chain). Under the equivalence contract
-(DESIGN.md) an out-of-order run asks exactly the questions a sync run asks, in another order, so
+(docs/SEMANTICS.md) an out-of-order run asks exactly the questions a sync run asks, in another order, so
 the keys of a sync run's recording cover an async run, and the prompt hash proves each question
 really is the same one. One JSON object per line:
 

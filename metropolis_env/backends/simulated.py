@@ -1,49 +1,39 @@
-"""SimulatedBackend: a batched LLM server (continuous batching on N GPU replicas) on the loop's clock.
+"""SimulatedBackend: a batched LLM server (N GPU replicas, each a vLLM- or SGLang-like scheduler) on the loop's clock.
 
-The model, in the terms of vLLM's scheduler:
-- A request arrives, is routed to the replica with the fewest outstanding requests (lowest index
-  on ties) and waits there. Admission order is FCFS (arrival) or priority (smallest
-  `LLMRequest.effective_priority` first, FCFS among equals); admitted requests are never preempted.
-- The replica runs iterations back to back while it has work. Each iteration processes one
-  token for every request that is decoding, and as many prompt tokens as are left in the token
-  budget (`max_batched_tokens`) for requests still in prefill (chunked prefill, in admission
-  order). Waiting requests are admitted at iteration boundaries while the budget has room,
-  fewer than `max_batch` requests run, and the KV cache can hold the request's whole context
-  (prompt + output tokens, reserved at admission so nothing is ever preempted).
-- The iteration that processes a request's last prompt token emits its first output token; every
-  later iteration emits one more. The request completes at the end of the iteration that emits its
-  last token.
-- Iteration time (`ServerConfig.iteration_time`), a roofline plus a fixed overhead:
-      t = overhead + max(bytes / (BW * mem_efficiency), flops / (FLOPS * compute_efficiency))
-      bytes = weights read (all experts a batch touches) + KV entries of the batch's contexts
-      flops = 2 * active_params * tokens + 4 * layers * attn_dim * (sum of attended positions)
-  with BW and FLOPS those of the replica's TP GPUs together.
+A request arrives, is routed to the replica with the fewest outstanding requests (lowest index on
+ties) and is served there by the replica's scheduler (`metropolis_env.backends.scheduling`:
+admission in policy order under the batch, token and KV limits, chunked or exclusive prefill, KV
+blocks with preemption by recompute, cancellation). This module holds the cost of one iteration
+and the backend around the replicas.
 
-Event-driven: between events a replica's batch is fixed, so a run of decode-only iterations is one
-segment whose duration has a closed form (bytes and FLOPs grow linearly with the iteration, so the
-sum of the maxima splits at one crossing point); one `loop.call_at` per replica fires at the next
-completion. An arrival that can be admitted shortens the segment to the end of the iteration in
-progress. Iterations with prefill tokens are one-iteration segments.
+Iteration time (`ServerConfig.iteration_time`), a roofline plus a fixed per-iteration cost:
+    t = overhead + max(bytes / (BW * mem_efficiency), flops / (FLOPS * compute_efficiency))
+    bytes = weights read (all experts a batch touches) + KV entries of the batch's contexts
+    flops = 2 * active_params * tokens + 4 * layers * attn_dim * (sum of attended positions)
+with BW and FLOPS those of the replica's TP GPUs together. A run of decode-only iterations has a
+closed-form duration (bytes and FLOPs grow linearly with the iteration, so the sum of the maxima
+splits at one crossing point).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import heapq
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
 from . import presets
 from .base import Backend, BackendError, LLMRequest, LLMResponse
 from .presets import GPU, ModelSpec
+from .scheduling import Job, Replica
 
 __all__ = ["ServerConfig", "SimulatedBackend", "make_backend", "estimate_tokens"]
 
 POLICIES = ("fcfs", "priority")
+SCHEDULERS = ("vllm", "sglang")
 CHARS_PER_TOKEN = 4  # English text through a BPE tokenizer (Llama-3 averages ~4 characters/token)
 _DEFAULTS = presets.SERVER_DEFAULTS
 
@@ -52,7 +42,12 @@ _DEFAULTS = presets.SERVER_DEFAULTS
 class ServerConfig:
     """One simulated server: `replicas` data-parallel copies, each on `tp` tensor-parallel GPUs.
 
-    The constants and their sources are in `presets` and docs/SIMULATOR.md.
+    scheduler: "vllm" (v1: mixed iterations, chunked prefill, KV blocks taken as contexts grow,
+    preemption by recompute; `reserve_kv` reserves whole contexts at admission instead) or
+    "sglang" (v0.1: exclusive prefill batches, whole contexts reserved, `decode_steps` decode
+    iterations between admission checks); see `metropolis_env.backends.scheduling`.
+    reserved_memory_bytes: memory per replica that is neither weights nor KV (activations, CUDA
+    graphs, runtime). The constants and their sources are in `presets` and docs/SIMULATOR.md.
     """
 
     gpu: GPU
@@ -66,12 +61,19 @@ class ServerConfig:
     mem_efficiency: float = _DEFAULTS["mem_efficiency"]
     compute_efficiency: float = _DEFAULTS["compute_efficiency"]
     gpu_memory_utilization: float = _DEFAULTS["gpu_memory_utilization"]
+    scheduler: str = "vllm"
+    block_size: int = _DEFAULTS["block_size"]
+    decode_steps: int = 1
+    reserved_memory_bytes: float = 0.0
+    reserve_kv: bool = False
     name: str = ""
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ConfigError(f"unknown admission policy {self.policy!r}: choose one of {POLICIES}")
-        for knob in ("tp", "replicas", "max_batch", "max_batched_tokens"):
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"unknown scheduler {self.scheduler!r}: choose one of {SCHEDULERS}")
+        for knob in ("tp", "replicas", "max_batch", "max_batched_tokens", "block_size", "decode_steps"):
             if int(getattr(self, knob)) < 1:
                 raise ConfigError(f"{knob} must be >= 1, got {getattr(self, knob)!r}")
         if self.max_batch > self.max_batched_tokens:
@@ -81,8 +83,9 @@ class ServerConfig:
         for knob in ("mem_efficiency", "compute_efficiency", "gpu_memory_utilization"):
             if not 0 < getattr(self, knob) <= 1:
                 raise ConfigError(f"{knob} must be in (0, 1], got {getattr(self, knob)!r}")
-        if self.iteration_overhead_s < 0:
-            raise ConfigError(f"iteration_overhead_s must be >= 0, got {self.iteration_overhead_s!r}")
+        for knob in ("iteration_overhead_s", "reserved_memory_bytes"):
+            if getattr(self, knob) < 0:
+                raise ConfigError(f"{knob} must be >= 0, got {getattr(self, knob)!r}")
         if self.kv_capacity_tokens < 1:
             raise ConfigError(
                 f"{self.model.name} ({self.model.weight_bytes / 1e9:.1f} GB of weights) leaves no room for a "
@@ -104,8 +107,10 @@ class ServerConfig:
 
     @functools.cached_property
     def kv_capacity_tokens(self) -> int:
-        """Tokens of KV cache one replica holds: the memory share the server may use, minus weights."""
-        free = self.gpu_memory_utilization * self.tp * self.gpu.memory_bytes - self.model.weight_bytes
+        """Tokens of KV cache one replica holds: the memory share the server may use, minus weights
+        and the reserved (activation, runtime) memory."""
+        free = (self.gpu_memory_utilization * self.tp * self.gpu.memory_bytes - self.model.weight_bytes
+                - self.reserved_memory_bytes)
         return max(0, int(free // self.model.kv_bytes_per_token))
 
     def weight_bytes_read(self, tokens: int) -> float:
@@ -209,81 +214,14 @@ def _filler_text(n_out: int) -> str:
     return " ".join(_FILLER[i % len(_FILLER)] for i in range(n_out))
 
 
-@dataclass(eq=False)
-class _Job:
-    """One request inside the server."""
-
-    request: LLMRequest
-    seq: int  # arrival order: FCFS and tie-breaks
-    n_in: int
-    n_out: int
-    arrival: float
-    future: asyncio.Future
-    prompt_left: int = 0
-    out_left: int = 0
-    context: int = 0  # KV entries held while prefilling
-    # Once decoding, the context grows by one per replica iteration: ctx0 + (iterations - iter0).
-    ctx0: int = 0
-    iter0: int = 0
-    finish_iter: int = 0  # replica iteration count at whose end the last token is out
-    admitted: float | None = None
-    end: float = 0.0
-    cancelled: bool = False
-
-
-@dataclass(eq=False)
-class _Replica:
-    """The running state of one data-parallel replica (one owner of its queues)."""
-
-    index: int
-    waiting: list = field(default_factory=list)  # heap of (key, job)
-    prefilling: list = field(default_factory=list)  # admitted, prompt not done, admission order
-    decoding: list = field(default_factory=list)  # heap of (finish_iter, seq, job)
-    context_sum: int = 0  # KV entries of the decoding jobs at `iterations`
-    kv_reserved: int = 0
-    iterations: int = 0
-    # the segment in progress
-    timer: asyncio.Handle | None = None
-    seg_start: float = 0.0
-    seg_iters: int = 0
-    seg_chunks: list = field(default_factory=list)  # [(job, tokens)] of a prefill iteration
-    # metrics
-    busy_s: float = 0.0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    completed: int = 0
-    #: `n_outstanding` of every replica of the server, by index (see below); one list per server.
-    loads: list = field(default_factory=lambda: [0], repr=False)
-
-    @property
-    def n_outstanding(self) -> int:
-        """`outstanding`, kept as a counter in the server's `loads` list: routing reads it for
-        every replica on every request, with C-level min() and index() over the list."""
-        return self.loads[self.index]
-
-    @n_outstanding.setter
-    def n_outstanding(self, value: int) -> None:
-        self.loads[self.index] = value
-
-    @property
-    def outstanding(self) -> int:
-        return len(self.waiting) + len(self.prefilling) + len(self.decoding)
-
-    @property
-    def running(self) -> int:
-        return len(self.prefilling) + len(self.decoding)
-
-
-
-
 class SimulatedBackend(Backend):
     """The embedded default backend: a simulated batched LLM server (see the module docstring).
 
     Latencies are virtual seconds on the running event loop's clock, so runs belong on the virtual
     clock (`metropolis_env.clock.run`). Responses carry a deterministic filler text, the request's
     token counts (`estimate_tokens`), `start` = arrival and `end` = completion time. A request whose
-    context cannot fit a replica's KV cache raises BackendError. A cancelled caller's request is
-    dropped if still waiting, else served to completion (its KV stays reserved until then).
+    context cannot fit a replica's KV cache raises BackendError. A cancelled caller's request leaves
+    the server at the next iteration boundary (its batch slot and KV are freed).
     """
 
     virtual_time = True
@@ -291,16 +229,12 @@ class SimulatedBackend(Backend):
     def __init__(self, config: ServerConfig):
         self.config = config
         self._loads = [0] * config.replicas  # outstanding requests per replica
-        self._replicas = [_Replica(i, loads=self._loads) for i in range(config.replicas)]
+        self._replicas = [Replica(i, config, loads=self._loads) for i in range(config.replicas)]
         self._endpoints = [f"sim-replica-{i}" for i in range(config.replicas)]
         self._seq = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._first_arrival: float | None = None
-        self._last_end = 0.0
         self._span_done = 0.0  # serving span of loops used before the current one
-        self._queue_delay_sum = 0.0
-        self._queue_delay_max = 0.0
-        self._admitted = 0
 
     # -- the Backend interface -------------------------------------------------------------
 
@@ -309,15 +243,18 @@ class SimulatedBackend(Backend):
         self._bind(loop)
         now = loop.time()
         n_in, n_out = estimate_tokens(request)
-        if n_in + n_out > self.config.kv_capacity_tokens:
+        reps = self._replicas
+        if not reps[0].fits(n_in, n_out):
             raise BackendError(
                 f"request {request.key} needs {n_in + n_out} tokens of KV cache; a replica of "
                 f"{self.config.name or 'this server'} holds {self.config.kv_capacity_tokens}", request)
-        job = _Job(request, next(self._seq), n_in, n_out, now, loop.create_future(),
-                   prompt_left=n_in, out_left=n_out)
+        seq = next(self._seq)
+        prio = request.effective_priority
+        key = (prio, seq) if self.config.policy == "priority" else (seq,)
+        job = Job(request, seq, n_in, n_out, now, loop.create_future(), key, victim_key=(-prio, -seq),
+                  prompt_left=n_in, out_left=n_out)
         if self._first_arrival is None:
             self._first_arrival = now
-        reps = self._replicas
         # least outstanding, lowest index on ties: C-level passes over the counters, since with 64
         # replicas this compares 64 of them per request
         if len(reps) == 1:
@@ -325,14 +262,11 @@ class SimulatedBackend(Backend):
         else:
             loads = self._loads
             rep = reps[loads.index(min(loads))]
-        key = (request.effective_priority, job.seq) if self.config.policy == "priority" else (job.seq,)
-        heapq.heappush(rep.waiting, (key, job))
-        rep.n_outstanding += 1
-        self._on_arrival(rep, loop)
+        rep.submit(job)
         try:
             await job.future
         except asyncio.CancelledError:
-            job.cancelled = True
+            rep.cancel(job)
             raise
         return LLMResponse(_filler_text(n_out), n_in, n_out, start=job.arrival, end=job.end,
                            endpoint=self._endpoints[rep.index])
@@ -343,22 +277,31 @@ class SimulatedBackend(Backend):
         gpu_busy_share: mean over replicas of the share of the serving span (first arrival to last
         completion) during which the replica had a non-empty batch; per replica in
         gpu_busy_share_per_replica. queue_delay_*: arrival to first scheduled token.
+        preemptions / recomputed_tokens: evictions for want of KV blocks and the output tokens
+        they made the server compute again. dropped: requests whose caller gave up.
         """
-        span = self._span_done + (self._last_end - self._first_arrival if self._first_arrival is not None else 0.0)
-        busy = [r.busy_s / span if span > 0 else 0.0 for r in self._replicas]
+        reps = self._replicas
+        last_end = max(r.last_end for r in reps)
+        span = self._span_done + (last_end - self._first_arrival if self._first_arrival is not None else 0.0)
+        busy = [r.busy_s / span if span > 0 else 0.0 for r in reps]
+        admitted = sum(r.first_admissions for r in reps)
         cfg = self.config
         return {
             "server": cfg.name or f"{cfg.gpu.name} / {cfg.model.name}",
             "gpus": cfg.gpus, "tp": cfg.tp, "replicas": cfg.replicas, "policy": cfg.policy,
+            "scheduler": cfg.scheduler,
             "gpu_busy_share": sum(busy) / len(busy),
             "gpu_busy_share_per_replica": busy,
-            "iterations": sum(r.iterations for r in self._replicas),
-            "iterations_per_replica": [r.iterations for r in self._replicas],
-            "requests": sum(r.completed for r in self._replicas),
-            "tokens_in": sum(r.tokens_in for r in self._replicas),
-            "tokens_out": sum(r.tokens_out for r in self._replicas),
-            "queue_delay_mean_s": self._queue_delay_sum / self._admitted if self._admitted else 0.0,
-            "queue_delay_max_s": self._queue_delay_max,
+            "iterations": sum(r.iterations for r in reps),
+            "iterations_per_replica": [r.iterations for r in reps],
+            "requests": sum(r.completed for r in reps),
+            "tokens_in": sum(r.tokens_in for r in reps),
+            "tokens_out": sum(r.tokens_out for r in reps),
+            "preemptions": sum(r.preemptions for r in reps),
+            "recomputed_tokens": sum(r.recomputed_tokens for r in reps),
+            "dropped": sum(r.dropped for r in reps),
+            "queue_delay_mean_s": sum(r.queue_delay_sum for r in reps) / admitted if admitted else 0.0,
+            "queue_delay_max_s": max(r.queue_delay_max for r in reps),
             "serving_span_s": span,
         }
 
@@ -373,146 +316,41 @@ class SimulatedBackend(Backend):
             if any(r.outstanding for r in self._replicas):
                 raise BackendError("SimulatedBackend used from a second event loop while serving requests")
             if self._first_arrival is not None:
-                self._span_done += self._last_end - self._first_arrival
+                self._span_done += max(r.last_end for r in self._replicas) - self._first_arrival
             self._first_arrival = None
-            self._last_end = 0.0
+            for r in self._replicas:
+                r.last_end = 0.0
         self._loop = loop
-
-    def _on_arrival(self, rep: _Replica, loop: asyncio.AbstractEventLoop) -> None:
-        if rep.timer is None:
-            # Idle: start at the next loop pass, so requests arriving at the same instant share
-            # the first iteration.
-            rep.seg_start, rep.seg_iters, rep.seg_chunks = loop.time(), 0, []
-            rep.timer = loop.call_soon(self._boundary, rep)
-            return
-        if rep.seg_chunks or rep.seg_iters <= 1 or not self._can_admit(rep):
-            return  # the next boundary (one iteration away at most, or nothing to admit) will do
-        # Decode-only segment: end it at the end of the iteration in progress.
-        cfg = self.config
-        n, ctx, start = len(rep.decoding), rep.context_sum, rep.seg_start
-        elapsed = loop.time() - start
-        lines = cfg.decode_lines(n, ctx)
-        lo, hi = 1, rep.seg_iters
-        while lo < hi:  # smallest j with duration(j) >= elapsed
-            mid = (lo + hi) // 2
-            if cfg.decode_time(lines, mid) >= elapsed:
-                hi = mid
-            else:
-                lo = mid + 1
-        if lo < rep.seg_iters:
-            rep.timer.cancel()
-            rep.seg_iters = lo
-            rep.timer = loop.call_at(start + cfg.decode_time(lines, lo), self._boundary, rep)
-
-    def _can_admit(self, rep: _Replica) -> bool:
-        self._drop_cancelled(rep)
-        if not rep.waiting or rep.running >= self.config.max_batch:
-            return False
-        job = rep.waiting[0][1]
-        return rep.kv_reserved + job.n_in + job.n_out <= self.config.kv_capacity_tokens
-
-    @staticmethod
-    def _drop_cancelled(rep: _Replica) -> None:
-        while rep.waiting and rep.waiting[0][1].cancelled:
-            heapq.heappop(rep.waiting)
-            rep.n_outstanding -= 1
-
-    def _boundary(self, rep: _Replica) -> None:
-        """End of the segment in progress: apply its iterations, finish jobs, plan the next."""
-        loop = self._loop
-        assert loop is not None
-        now = loop.time()
-        cfg = self.config
-        rep.busy_s += now - rep.seg_start
-        # Apply the segment's iterations.
-        if rep.seg_iters:
-            rep.iterations += rep.seg_iters
-            rep.context_sum += len(rep.decoding) * rep.seg_iters
-            rep.tokens_out += len(rep.decoding) * rep.seg_iters
-            for job, m in rep.seg_chunks:
-                job.prompt_left -= m
-                job.context += m
-                rep.tokens_in += m
-                if job.prompt_left == 0:  # the last chunk emits the first token
-                    rep.prefilling.remove(job)
-                    rep.tokens_out += 1
-                    job.out_left -= 1
-                    job.ctx0, job.iter0 = job.context, rep.iterations
-                    job.finish_iter = rep.iterations + job.out_left
-                    rep.context_sum += job.context
-                    heapq.heappush(rep.decoding, (job.finish_iter, job.seq, job))
-        # Finish the jobs whose last token is out.
-        while rep.decoding and rep.decoding[0][0] == rep.iterations:
-            _, _, job = heapq.heappop(rep.decoding)
-            rep.context_sum -= job.ctx0 + rep.iterations - job.iter0
-            rep.kv_reserved -= job.n_in + job.n_out
-            rep.completed += 1
-            rep.n_outstanding -= 1
-            job.end = now
-            self._last_end = now
-            if not job.future.done():
-                job.future.set_result(None)
-        # Plan the next iteration: decodes first, then prefill chunks, then admissions.
-        budget = cfg.max_batched_tokens - len(rep.decoding)
-        chunks: list[tuple[_Job, int]] = []
-        for job in rep.prefilling:
-            if budget <= 0:
-                break
-            m = min(job.prompt_left, budget)
-            chunks.append((job, m))
-            budget -= m
-        while budget > 0 and self._can_admit(rep):
-            _, job = heapq.heappop(rep.waiting)
-            job.admitted = now
-            delay = now - job.arrival
-            self._queue_delay_sum += delay
-            self._queue_delay_max = max(self._queue_delay_max, delay)
-            self._admitted += 1
-            rep.kv_reserved += job.n_in + job.n_out
-            rep.prefilling.append(job)
-            m = min(job.prompt_left, budget)
-            chunks.append((job, m))
-            budget -= m
-        rep.seg_start, rep.seg_chunks = now, chunks
-        if chunks:
-            n_dec = len(rep.decoding)
-            tokens = n_dec + sum(m for _, m in chunks)
-            kv_after = rep.context_sum + n_dec + sum(j.context + m for j, m in chunks)
-            attended = rep.context_sum + n_dec + sum(m * j.context + m * (m + 1) // 2 for j, m in chunks)
-            rep.seg_iters = 1
-            rep.timer = loop.call_at(now + cfg.iteration_time(tokens, kv_after, attended), self._boundary, rep)
-        elif rep.decoding:
-            rep.seg_iters = rep.decoding[0][0] - rep.iterations
-            duration = cfg.decode_segment_time(len(rep.decoding), rep.context_sum, rep.seg_iters)
-            rep.timer = loop.call_at(now + duration, self._boundary, rep)
-        else:
-            rep.seg_iters = 0
-            rep.timer = None  # idle until the next arrival
+        for r in self._replicas:
+            r.loop = loop
 
 
 def make_backend(gpu: str | GPU = "l4", model: str | ModelSpec = "llama-3-8b", gpus: int | None = None,
                  policy: str = "priority", tp: int | None = None, **overrides: Any) -> SimulatedBackend:
     """A SimulatedBackend from presets.
 
-    gpu: a GPU preset (l4, a100 = a100-80gb, a100-40gb, h100, h200) or a server preset
-    (h200-transformers-serve), which also fixes the model (unless given) and calibrated knobs.
+    gpu: a server preset: `<gpu>-<engine>` with a GPU of `presets.GPUS` (l4, a100 = a100-80gb,
+    a100-40gb, h100, h200) and an engine of `presets.ENGINES` (vllm, sglang, roofline), a bare GPU
+    name (its `presets.DEFAULT_ENGINE` server: `l4` is `l4-sglang`), `h200-transformers-serve`
+    (which also fixes the model), or a `presets.GPU` (a bare roofline ServerConfig).
     gpus: GPUs in all (default: one replica); tp: GPUs per replica (default: the fewest powers of
     two that hold the weights, `presets.default_tp`). `gpus` must be a multiple of `tp`; the
     server has gpus // tp data-parallel replicas. overrides: any other ServerConfig field
-    (max_batch, max_batched_tokens, iteration_overhead_s, mem_efficiency, ...).
+    (max_batch, max_batched_tokens, iteration_overhead_s, mem_efficiency, scheduler, ...).
     Raises ConfigError for unknown names or inconsistent sizes.
     """
     knobs: dict[str, Any] = {}
     name = ""
-    if isinstance(gpu, str) and gpu.lower() in presets.SERVER_PRESETS:
+    preset = presets.server_preset(gpu) if isinstance(gpu, str) else None
+    if preset is not None:
         name = gpu.lower()
-        preset = dict(presets.SERVER_PRESETS[name])
         gpu = preset.pop("gpu")
-        preset_model = preset.pop("model")
-        if model in (None, "llama-3-8b") or model == preset_model:
-            model = preset_model
-        else:
-            raise ConfigError(f"server preset {name!r} is calibrated for model {preset_model!r}, not {model!r}")
+        preset_model = preset.pop("model", None)
+        if preset_model is not None:
+            if model in (None, "llama-3-8b") or model == preset_model:
+                model = preset_model
+            else:
+                raise ConfigError(f"server preset {name!r} is calibrated for model {preset_model!r}, not {model!r}")
         knobs.update(preset)
     g = presets.gpu_spec(gpu)
     m = presets.model_spec(model)
@@ -525,6 +363,5 @@ def make_backend(gpu: str | GPU = "l4", model: str | ModelSpec = "llama-3-8b", g
     if unknown:
         raise ConfigError(f"unknown simulated-server option(s) {sorted(unknown)}")
     knobs.update(overrides)
-    knobs.setdefault("name", name or f"{gpus}x {g.name} / {m.name}")
+    knobs.setdefault("name", f"{gpus}x {g.name} / {m.name}" + (f" ({name})" if name else ""))
     return SimulatedBackend(ServerConfig(gpu=g, model=m, tp=tp, replicas=gpus // tp, policy=policy, **knobs))
-

@@ -18,20 +18,20 @@ from ..env import AsyncParallelEnv
 from ..errors import MetropolisError
 from ..runtime.agent import StepContext
 from ..spaces import move_offsets
-from ..workloads.promises import lookahead_promises, route_tiles
+from ..workloads.promises import declaration, lookahead_promises
 
 PromptFn = Callable[[int], str]
 
 
 def word_prompt(n_tokens: int) -> str:
     """A prompt of `n_tokens` words "t0 t1 ...": exactly n tokens with a word-level tokenizer
-    whose vocabulary is those words (the offline GPU recipe in shared/gpu/REAL_SERVER.md)."""
+    whose vocabulary is those words (the offline GPU recipe in docs/REAL_SERVER.md)."""
     return " ".join(f"t{k % 1000}" for k in range(n_tokens))
 
 
 def fixed_length_generation_config(n_out: int) -> dict:
     """Request fields that make `transformers serve` generate exactly `n_out` tokens
-    (shared/gpu/REAL_SERVER.md: it takes a JSON generation_config per request)."""
+    (docs/REAL_SERVER.md: it takes a JSON generation_config per request)."""
     return {"generation_config": json.dumps({"min_new_tokens": n_out, "max_new_tokens": n_out,
                                              "do_sample": False})}
 
@@ -69,7 +69,7 @@ class ReplayTable:
 
     def promises(self, lookahead: str) -> tuple[list[memoryview], ...]:
         """Per agent, the rows of `workloads.promises.lookahead_promises` of the trace: (end,
-        walk_end, depart), computed on first use."""
+        kind, target, depart), computed on first use."""
         if lookahead not in self._promises:
             got = lookahead_promises(self._trace(), lookahead)
             self._promises[lookahead] = tuple(_rows(x, np.int32) for x in got)
@@ -127,9 +127,10 @@ class TraceAgent:
         self._n_calls = table.n_calls[self.index]
         self._table = table
         if self.lookahead != "off":
-            self._promise_end, self._walk_end, self._depart = (rows[self.index] for rows in table.promises(self.lookahead))
+            self._promise_end, self._kind, self._target, self._depart = (
+                rows[self.index] for rows in table.promises(self.lookahead))
         else:
-            self._promise_end = self._walk_end = self._depart = None
+            self._promise_end = self._kind = self._target = self._depart = None
 
     def state_dict(self) -> None:
         # act() never changes a trace agent: workers that host it (RayExecutor) snapshot nothing,
@@ -142,7 +143,7 @@ class TraceAgent:
     def __getstate__(self) -> dict:
         # memoryviews do not pickle (checkpoints, Ray workers): rebuild them from the trace.
         d = dict(self.__dict__)
-        for k in ("_packed", "_moves", "_n_calls", "_table", "_promise_end", "_walk_end", "_depart"):
+        for k in ("_packed", "_moves", "_n_calls", "_table", "_promise_end", "_kind", "_target", "_depart"):
             del d[k]
         return d
 
@@ -184,14 +185,10 @@ class TraceAgent:
             raise MetropolisError(f"trace moves {self.name!r} from {self._tile(t)} to {self._tile(t + 1)} at "
                                   f"step {t}: more than max_vel; the trace is not replayable")
         if self._promise_end is not None and self._promise_end[t] > t:
-            # What the persona knows ahead, through step e (workloads/promises.py says why):
+            # What the persona knows ahead, through step e, from its plans (workloads/promises.py):
             # the route of its walk (once arrived: of its next walk), or its exact tiles.
-            e = self._promise_end[t]
-            w = self._walk_end[t]
-            if w >= 0:
-                return {"move": move, "route": route_tiles(self.trace.positions[self.index], t, w), "until": e,
-                        "depart": self._depart[t]}
-            return {"move": move, "path": [self._tile(u) for u in range(t + 1, e + 1)]}
+            return {"move": move, **declaration(self.trace, self.index, t, self._promise_end[t], self._kind[t],
+                                                 self._target[t], self._depart[t])}
         return {"move": move}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import sys
 
+from ..backends import presets
 from .runner import BenchResult
 
 
@@ -15,6 +16,24 @@ def peak_memory_mb(who: int = resource.RUSAGE_SELF) -> float:
     return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
 
 
+#: How to read the table (printed under it, and in `metropolis-env bench --help`).
+LEGEND = """\
+How to read the table:
+  modes         single: one LLM call at a time (the original Generative Agents code); sync: global
+                steps, every agent of a step in parallel; async: out of order (this project); oracle:
+                out of order waiting only for the agents each agent really perceived; nodep: no waiting
+  time (s)      virtual seconds: how long the run takes on the server (the simulated server's clock);
+                wall (s) is how long this machine took to compute it
+  vs sync       sync's time / this mode's time (speedup; vs single likewise)
+  % of oracle   oracle's time / this mode's time: how close to waiting only for real interactions
+  parallelism   LLM requests in flight, time-weighted mean
+  deps/agent    agents each agent-step waited for, itself included (sync: every agent)
+  spread        most advanced agent's step minus the furthest behind, time-weighted mean
+  lower bounds  critical path: the longest chain of really dependent calls, each served alone
+                (unlimited GPUs); gpu-limit: every call submitted at once (throughput). No mode
+                that waits for real interactions can beat the larger; "async is Nx" how far it is"""
+
+
 def _f(x, fmt: str = "{:.2f}", none: str = "-") -> str:
     return none if x is None else fmt.format(x)
 
@@ -22,12 +41,16 @@ def _f(x, fmt: str = "{:.2f}", none: str = "-") -> str:
 def table(result: BenchResult) -> str:
     """A markdown table: one row per mode, then the lower bounds."""
     cfg = result.config
-    server = (f"{cfg.gpus} x {cfg.gpu} / {cfg.model} (simulated" if cfg.backend == "sim" else
-              f"{cfg.api_model or cfg.model} on {len(cfg.base_urls)} {cfg.server} endpoint(s) (real")
-    source = f"trace {cfg.trace_path}" if cfg.trace_path else f"workload {cfg.workload}, {cfg.agents} agents, window {cfg.window}"
-    head = (f"{source}{f', first {cfg.steps} steps' if cfg.steps else ''}, "
-            f"{server}, {cfg.policy}, bound {cfg.bound}, rules {cfg.rules}"
-            f"{f', lookahead {cfg.lookahead}' if cfg.lookahead != 'off' else ''})")
+    t, llm, tracking = cfg.trace, cfg.llm, cfg.tracking
+    engine = presets.engine_of(llm.gpu)
+    engine = {"": "", "roofline": " roofline"}.get(engine, f" {engine}-like")
+    server = (f"{llm.gpus} x {llm.gpu} / {llm.model} (simulated{engine}"
+              if llm.backend == "sim" else
+              f"{llm.api_model or llm.model} on {len(llm.base_urls)} {llm.server} endpoint(s) (real")
+    source = f"trace {t.trace_path}" if t.trace_path else f"workload {t.workload}, {t.agents} agents, window {t.window}"
+    head = (f"{source}{f', first {t.steps} steps' if t.steps else ''}, "
+            f"{server}, {llm.policy}, bound {tracking.bound}, rules {tracking.rules}"
+            f"{f', lookahead {tracking.lookahead}' if tracking.lookahead != 'off' else ''})")
     lines = [head, "",
              "| mode | time (s) | vs sync | vs single | % of oracle | parallelism | deps/agent | "
              "spread | LLM calls | tokens in | tokens out | wall (s) |",

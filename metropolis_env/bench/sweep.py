@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
-from .runner import BEST, BenchConfig, BenchResult, load_trace, run_bench
+from .config import BEST, SCALE, BenchConfig
+from .runner import BenchResult, load_trace, run_bench
 
-#: The paper's headline numbers (shared/design/PAPER.md; Llama-3-8B on NVIDIA L4).
+#: The paper's headline numbers (docs/PAPER.md; Llama-3-8B on NVIDIA L4).
 #: key: (window, agents, gpus) -> {"vs_single", "vs_sync", "pct_oracle", "par_async", "par_sync"}
 PAPER = {
     ("full", 25, 1): {"vs_single": 2.38, "vs_sync": 1.44, "pct_oracle": 82.9},
@@ -35,15 +36,10 @@ FULL_GRID += [("full", 25, 1), ("full", 25, 8)]
 QUICK_GRID = [("busy", 25, 1), ("busy", 25, 8), ("quiet", 25, 8), ("busy", 100, 8)]
 
 
-def _modes(window: str, agents: int) -> tuple[str, ...]:
-    # single-thread at 1,000 agents adds an hour of simulated time and nothing to compare with.
-    return ("single", "sync", "async", "oracle") if agents <= 500 else ("sync", "async", "oracle")
-
-
 #: Beyond the paper: dependency tracking variants, (bound, rules, lookahead); the first is the
 #: paper's, the last our best (BEST, `bench --best`).
 VARIANTS = (("box", "paper", "off"), ("map", "paper", "off"), ("box", "versioned", "off"),
-            ("map", "versioned", "off"), (BEST["bound"], BEST["rules"], BEST["lookahead"]))
+            ("map", "versioned", "off"), (BEST.bound, BEST.rules, BEST.lookahead))
 #: The points compared across VARIANTS: the paper's headline points, (window, agents, gpus).
 BOUND_GRID = [("full", 25, 1), ("full", 25, 8), ("busy", 25, 8), ("busy", 100, 1), ("busy", 100, 8),
               ("busy", 500, 8), ("busy", 1000, 8), ("quiet", 25, 8), ("quiet", 100, 8), ("quiet", 500, 8)]
@@ -51,11 +47,11 @@ SECTIONS = ("grid", "priority", "bounds")
 
 
 def _variant(cfg: BenchConfig) -> tuple[str, str, str]:
-    return cfg.bound, cfg.rules, cfg.lookahead
+    return cfg.tracking.bound, cfg.tracking.rules, cfg.tracking.lookahead
 
 
 def _point(cfg: BenchConfig) -> tuple[str, int, int]:
-    return cfg.window, cfg.agents, cfg.gpus
+    return cfg.trace.window, cfg.trace.agents, cfg.llm.gpus
 
 
 def run_bound_comparison(base: BenchConfig, progress: bool = True,
@@ -66,11 +62,11 @@ def run_bound_comparison(base: BenchConfig, progress: bool = True,
     variant, or taken from `done`, the grid's results) and the other variants run async only
     (or are taken from `done` too).
     """
-    reuse = {(_point(r.config), _variant(r.config)): r for r in done if r.config.policy == base.policy}
+    reuse = {(_point(r.config), _variant(r.config)): r for r in done if r.config.llm.policy == base.llm.policy}
     out = []
     for window, agents, gpus in BOUND_GRID:
-        cfg = replace(base, window=window, agents=agents, gpus=gpus, modes=("sync", "async", "oracle"),
-                      lower_bounds=False, progress=progress)
+        cfg = base.replace(window=window, agents=agents, gpus=gpus, modes=("sync", "async", "oracle"),
+                           lower_bounds=False, progress=progress)
         trace = None
         row = {}
         for variant in VARIANTS:
@@ -81,7 +77,7 @@ def run_bound_comparison(base: BenchConfig, progress: bool = True,
             trace = trace if trace is not None else load_trace(cfg)
             bound, rules, lookahead = variant
             modes = cfg.modes if variant == VARIANTS[0] else ("async",)
-            row[variant] = run_bench(replace(cfg, bound=bound, rules=rules, lookahead=lookahead, modes=modes),
+            row[variant] = run_bench(cfg.replace(bound=bound, rules=rules, lookahead=lookahead, modes=modes),
                                      trace=trace)
         out.append(row)
         print(f"[sweep] variants {window} {agents} agents {gpus} GPUs: async/sync " + ", ".join(
@@ -111,10 +107,10 @@ def render_bounds(rows: list[dict[tuple[str, str, str], BenchResult]]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         first = row[VARIANTS[0]]
-        c = first.config
-        paper = PAPER.get((c.window, c.agents, c.gpus), {})
+        window, agents, gpus = _point(first.config)
+        paper = PAPER.get((window, agents, gpus), {})
         lines.append(
-            f"| {c.window} | {c.agents} | {c.gpus} | "
+            f"| {window} | {agents} | {gpus} | "
             + " / ".join(f"{_vs(row, v, 'sync'):.2f}x" for v in VARIANTS) + f" | {_x(paper.get('vs_sync'))} | "
             + " / ".join(_p(100 * _vs(row, v, 'oracle')) for v in VARIANTS) + " | "
             + " / ".join(f"{row[v].runs['async'].deps_per_agent_step:.2f}" for v in VARIANTS)
@@ -129,21 +125,22 @@ def run_sweep(out: str = "docs/RESULTS.md", quick: bool = False, progress: bool 
 
     Each grid point runs its modes with `base`'s settings (the paper's by default) and async
     once more with our best settings (BEST) on the same trace."""
-    base = base or BenchConfig(progress=progress)
+    base = base or BenchConfig.of(progress=progress)
     grid = (QUICK_GRID if quick else FULL_GRID) if "grid" in sections else []
     results: list[BenchResult] = []
     best: list[BenchResult] = []
     traces: dict = {}
     t0 = time.perf_counter()
     for window, agents, gpus in grid:
-        cfg = replace(base, window=window, agents=agents, gpus=gpus, modes=_modes(window, agents),
-                      lower_bounds=agents <= 100, progress=progress)
-        key = (cfg.workload, window, agents, cfg.seed)
+        cfg = base.replace(window=window, agents=agents, gpus=gpus, modes=SCALE.modes(agents),
+                           lower_bounds=agents <= 100, progress=progress)
+        key = (cfg.trace.workload, window, agents, cfg.trace.seed)
         if key not in traces:
             traces = {key: load_trace(cfg)}  # keep one trace in memory at a time
         results.append(run_bench(cfg, trace=traces[key]))
         if _variant(cfg) != VARIANTS[-1]:
-            best.append(run_bench(replace(cfg, **BEST, modes=("async",), lower_bounds=False), trace=traces[key]))
+            best.append(run_bench(replace(cfg, tracking=BEST).replace(modes=("async",), lower_bounds=False),
+                                  trace=traces[key]))
         print(f"[sweep] {window} {agents} agents {gpus} GPUs: async/sync "
               f"{results[-1].ratio('async', 'sync'):.2f}x, best {_best_ratio(results[-1], best, 'sync'):.2f}x "
               f"({time.perf_counter() - t0:.0f} s so far)", flush=True)
@@ -151,8 +148,8 @@ def run_sweep(out: str = "docs/RESULTS.md", quick: bool = False, progress: bool 
     if not quick and "priority" in sections:
         for gpus in (4, 8):
             for policy in ("priority", "fcfs"):
-                cfg = replace(base, window="busy", agents=500, gpus=gpus, policy=policy,
-                              modes=("async", "oracle"), lower_bounds=False, progress=progress)
+                cfg = base.replace(window="busy", agents=500, gpus=gpus, policy=policy,
+                                   modes=("async", "oracle"), lower_bounds=False, progress=progress)
                 priority.append(run_bench(cfg, trace=load_trace(cfg)))
     variant_rows = (run_bound_comparison(base, progress, results + best)
                     if "bounds" in sections and not quick else [])
@@ -173,7 +170,7 @@ def run_sweep(out: str = "docs/RESULTS.md", quick: bool = False, progress: bool 
 
 def _best_of(r: BenchResult, best: list[BenchResult]) -> BenchResult:
     """The run with our best settings on r's point and trace (r itself when r ran with them)."""
-    return next((b for b in best if _point(b.config) == _point(r.config) and b.config.seed == r.config.seed), r)
+    return next((b for b in best if _point(b.config) == _point(r.config) and b.config.trace.seed == r.config.trace.seed), r)
 
 
 def _best_ratio(r: BenchResult, best: list[BenchResult], base_mode: str) -> float | None:
@@ -206,7 +203,7 @@ def speedup_figure(results: list[dict], out_dir: Path) -> Path:
     for r in results:
         runs = {x["mode"]: x for x in r["runs"]}
         if "async" in runs and runs["async"].get("speedup_vs_sync"):
-            c = r["config"]
+            c = r["config"]  # the flat JSON form (BenchConfig.flat)
             points.append((c["agents"], runs["async"]["speedup_vs_sync"], f"{c['window']}, {c['gpus']} GPUs"))
     out_dir.mkdir(parents=True, exist_ok=True)
     return plot_speedup_vs_agents(points, out_dir / "speedup_vs_agents.png")
@@ -222,17 +219,18 @@ def _p(v) -> str:
 
 def render_results(results: list[BenchResult], best: list[BenchResult], priority: list[BenchResult],
                    wall_s: float, base: BenchConfig) -> str:
-    settings = ", ".join(f"{k} `{getattr(base, k)}`" for k in BEST)
+    settings = ", ".join(f"{f.name} `{getattr(base.tracking, f.name)}`" for f in fields(BEST))
+    best_settings = ", ".join(f"{f.name} `{getattr(BEST, f.name)}`" for f in fields(BEST))
     lines = [
         "# Results: out-of-order vs global sync, reproduced",
         "",
         f"Produced by `metropolis-env sweep` ({wall_s / 60:.1f} min wall on {platform.machine()}, "
-        f"Python {platform.python_version()}). Workload `{base.workload}` (seed {base.seed}), simulated "
-        f"server `{base.model}` on `{base.gpu}`, policy `{base.policy}`. Paper numbers are from AI "
+        f"Python {platform.python_version()}). Workload `{base.trace.workload}` (seed {base.trace.seed}), simulated "
+        f"server `{base.llm.model}` on `{base.llm.gpu}`, policy `{base.llm.policy}`. Paper numbers are from AI "
         "Metropolis (MLSys 2025), Llama-3-8B on NVIDIA L4.",
         "",
         f"Every point runs each mode with the paper's dependency tracking ({settings}), and async once "
-        f"more with our best (`bench --best`: {', '.join(f'{k} `{v}`' for k, v in BEST.items())}) on the "
+        f"more with our best (`bench --best`: {best_settings}) on the "
         "same trace; sync, single and oracle do not depend on the tracker.",
         "",
         "## Headline numbers, ours beside the paper's",
@@ -266,8 +264,9 @@ def render_results(results: list[BenchResult], best: list[BenchResult], priority
         t = {m: r.runs[m].completion_time_s for m in r.runs}
         mine = _best_of(r, best)
         oracle, best_oracle = r.ratio("async", "oracle"), _best_ratio(r, best, "oracle")
+        window, agents, gpus = _point(r.config)
         lines.append(
-            f"| {r.config.window} | {r.config.agents} | {r.config.gpus} | {t.get('single', float('nan')):.0f} | "
+            f"| {window} | {agents} | {gpus} | {t.get('single', float('nan')):.0f} | "
             f"{t['sync']:.0f} | {t['async']:.0f} | {mine.runs['async'].completion_time_s:.0f} | "
             f"{t.get('oracle', float('nan')):.0f} | "
             f"{_x(r.ratio('async', 'sync'))}, {_x(_best_ratio(r, best, 'sync'))} | "
@@ -281,8 +280,8 @@ def render_results(results: list[BenchResult], best: list[BenchResult], priority
                   "| GPUs | policy | async (s) | oracle (s) | paper async (s) | paper oracle (s) |",
                   "|---|---|---|---|---|---|"]
         for r in priority:
-            pri = r.config.policy == "priority"
-            pa, po = PAPER_PRIORITY.get((r.config.gpus, pri), (None, None))
-            lines.append(f"| {r.config.gpus} | {r.config.policy} | {r.runs['async'].completion_time_s:.0f} | "
+            llm = r.config.llm
+            pa, po = PAPER_PRIORITY.get((llm.gpus, llm.policy == "priority"), (None, None))
+            lines.append(f"| {llm.gpus} | {llm.policy} | {r.runs['async'].completion_time_s:.0f} | "
                          f"{r.runs['oracle'].completion_time_s:.0f} | {pa} | {po} |")
     return "\n".join(lines) + "\n"

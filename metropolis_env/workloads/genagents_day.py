@@ -22,6 +22,7 @@ from ..make import the_ville_personas
 from ..world import Tile, TileMap, the_ville
 from . import calls as C
 from .perception import perceived_csr
+from .plans import Plans
 from .trace import Trace
 from .walking import distance_field4, path4
 
@@ -324,7 +325,8 @@ def _day(seed: int) -> Trace:
         seconds=seconds, radius_p=RADIUS_P,
         same_zone=True, start_time=START_TIME, seconds_per_step=SECONDS_PER_STEP,
         meta={"workload": "genagents-day", "seed": seed, "world": {"map": "the_ville"},
-              "conversations": sim.conversations})
+              "conversations": sim.conversations},
+        plans=sim.plans.freeze())
     _freeze(trace)
     return trace
 
@@ -351,6 +353,7 @@ class _Sim:
     chat_partner_start: np.ndarray
     chat_end: np.ndarray
     conversations: int
+    plans: Plans
 
 
 def _simulate(names: list[str], places: _Places, rng: np.random.Generator, steps: int) -> _Sim:
@@ -398,6 +401,21 @@ def _simulate(names: list[str], places: _Places, rng: np.random.Generator, steps
     zone = world.zone
     upper = np.triu(np.ones((n, n), dtype=bool), 1)
     conversations = 0
+    # What each persona has planned (plans.py), recorded as it is planned: its current and next
+    # activity's places and planned starts. Planned starts are steps of the whole day, whatever
+    # `steps` is simulated.
+    plan_rows = np.empty((n, steps, 8), dtype=np.int32)  # plans.COLUMNS of every agent-step
+    target = pos.copy()
+    next_target = np.full((n, 2), -1, dtype=np.int64)
+    next_until = np.full(n, -1, dtype=np.int64)
+
+    def plan_next(a: int) -> None:
+        s, k = sched[a], item[a]
+        next_target[a] = s[k + 1].tile if k + 1 < len(s) else (-1, -1)
+        next_until[a] = -1 if k + 1 >= len(s) else s[k + 2].start if k + 2 < len(s) else STEPS_PER_DAY
+
+    for a in range(n):
+        plan_next(a)
 
     for t in range(steps):
         chatting = chat_until >= t
@@ -416,6 +434,8 @@ def _simulate(names: list[str], places: _Places, rng: np.random.Generator, steps
             part[a] = 1
             cur_act[a] = act_id(base_text[a] if it.asleep else f"{base_text[a]} (part 1)")
             next_subtask[a] = np.iinfo(np.int64).max if it.asleep else next_subtask_after(t)
+            target[a] = it.tile
+            plan_next(a)
         # 2. Sub-tasks of the current activity.
         for a in np.nonzero((next_subtask <= t) & ~chatting)[0]:
             flags["new_subtask"][a, t] = True
@@ -449,7 +469,9 @@ def _simulate(names: list[str], places: _Places, rng: np.random.Generator, steps
                     chat_turns[i, t] = turns
                     conversations += 1
                 chatting = chat_until >= t
-        # 4. Record the step.
+        # 4. Record the step, and the plans as they stand now.
+        plan_rows[:, t] = np.column_stack((target, np.minimum(next_start, STEPS_PER_DAY), asleep,
+                                           np.where(chatting, chat_until, -1), next_target, next_until))
         awake_rec[:, t] = ~asleep
         activity[:, t] = cur_act
         if chatting.any():
@@ -470,4 +492,4 @@ def _simulate(names: list[str], places: _Places, rng: np.random.Generator, steps
     activities = tuple(sorted(table, key=table.get))
     return _Sim(positions, activity, activities, partner, utterance, awake_rec,
                 flags["new_activity"], flags["new_subtask"], flags["chat_initiator"], chat_turns,
-                flags["chat_partner_start"], flags["chat_end"], conversations)
+                flags["chat_partner_start"], flags["chat_end"], conversations, Plans.from_dense(plan_rows))

@@ -1,14 +1,17 @@
-"""the_ville-morning: the recorded 25-agent Generative Agents run shipped with the package.
+"""Recorded runs as traces: `recorded:PATH` and the_ville-morning, the shipped run.
 
-Positions, activities and conversations come from `data/the_ville/runs/skip-morning-s-14`
-(3,000 steps from midnight to 08:22). The run recorded no LLM calls, so call chains are
-synthesised from its events by the calibrated call model (`calls.py`).
+A run folder (`recorded.read_run`: the shipped format or reverie's storage folder) gives the
+positions, activities and conversations; the_ville-morning is the folder
+`data/the_ville/runs/skip-morning-s-14` (25 personas, 3,000 steps from midnight to 08:22)
+through the same code. Runs record no LLM calls, so call chains are synthesised from their
+events by the calibrated call model (`calls.py`). Runs record no plans either (`Trace.plans` is
+None): what personas intended is not in the recording.
 
 Time: trace position t + 1 is the recorded tile after step t (the data's row for step t);
 position 0, the tile before step 0, was not recorded and is taken to be the row-0 tile.
 
-Teleports: at the segment joins of the recorded chain (steps 2425 and 2878) five agents jump
-2 to 13 tiles in one step. An env with max_vel = 1 cannot replay that, so `positions` walks
+Teleports: a recording may jump an agent several tiles in one step (the shipped run: at the
+segment joins of its recorded chain, steps 2425 and 2878, five agents jump 2 to 13 tiles). An env with max_vel = 1 cannot replay that, so `positions` walks
 each jump along a 4-connected shortest path instead and then catches up with the recording by
 skipping the recording's pauses (agents mostly stand still); once caught up it follows the
 recording again. `meta["teleports"]` lists the jumps and `meta["deviating_agent_steps"]`
@@ -17,17 +20,15 @@ counts the times whose tile differs from the recording.
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
-import json
 from functools import lru_cache
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..world import data_path, the_ville
 from . import calls as C
 from .perception import perceived_csr
+from .recorded import RecordedRun, read_run
 from .trace import Trace
 from .walking import path4
 
@@ -36,46 +37,16 @@ RADIUS_P = 4
 
 
 def the_ville_morning(seed: int = 0) -> Trace:
-    """The recorded run as a trace; `seed` only drives the synthesised call chains (cached)."""
-    return _morning(int(seed))
+    """The shipped recorded run as a trace; `seed` only drives the synthesised call chains."""
+    return recorded_trace(data_path("the_ville", "runs", RUN), seed, name="the_ville-morning")
 
 
-@lru_cache(maxsize=1)
-def _recorded() -> dict:
-    base = data_path("the_ville", "runs", RUN)
-    with base.joinpath("meta.json").open(encoding="utf-8") as f:
-        meta = json.load(f)
-    names = meta["persona_names"]
-    index = {n: i for i, n in enumerate(names)}
-    n, steps = len(names), int(meta["n_steps"])
-    xy = np.zeros((n, steps, 2), dtype=np.int16)
-    for row in _rows(base.joinpath("positions.csv.gz")):
-        t, a = int(row["step"]), index[row["agent"]]
-        xy[a, t] = (int(row["x"]), int(row["y"]))
-    table: dict[str, int] = {}
-    activity = np.zeros((n, steps), dtype=np.int32)
-    partner = np.full((n, steps), -1, dtype=np.int32)
-    for row in _rows(base.joinpath("events.csv.gz")):
-        t, a = int(row["step"]), index[row["agent"]]
-        activity[a, t] = table.setdefault(row["description"], len(table))
-        if row["chat_partner"]:
-            partner[a, t] = index[row["chat_partner"]]
-    seconds = np.zeros(steps + 1, dtype=np.int64)
-    jumps = {e["step"]: int(e["seconds_since_previous_step"]) for e in meta["step_time_exceptions"]}
-    # seconds[t] is the game time of step t (the state before it); the clock jump recorded at
-    # step s lies between times s - 1 and s.
-    dt = np.full(steps, int(meta["seconds_per_step"]), dtype=np.int64)
-    for s, sec in jumps.items():
-        if 1 <= s < steps:
-            dt[s - 1] = sec
-    seconds[1:] = np.cumsum(dt)
-    return {"names": tuple(names), "xy": xy, "activity": activity, "partner": partner,
-            "activities": tuple(sorted(table, key=table.get)), "seconds": seconds, "meta": meta}
-
-
-def _rows(path):
-    with path.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8", newline="") as f:
-        yield from csv.DictReader(io.StringIO(f.read()))
+def recorded_trace(path, seed: int = 0, name: str | None = None) -> Trace:
+    """The recorded run in folder `path` (`recorded.read_run`: the shipped format or reverie's
+    storage folder) as a trace; `seed` only drives the synthesised call chains (cached).
+    ConfigError naming the file and row for a malformed folder."""
+    run = read_run(str(path))
+    return _trace(run, int(seed), name or f"recorded:{run.name}")
 
 
 def legal_positions(recorded: np.ndarray) -> tuple[np.ndarray, list[dict], int]:
@@ -99,7 +70,11 @@ def legal_positions(recorded: np.ndarray) -> tuple[np.ndarray, list[dict], int]:
             cur = tuple(recorded[a, t])
             if moves[t - 1] > 1:
                 teleports.append({"agent": a, "step": t - 1, "manhattan": int(moves[t - 1])})
-                waypoints.extend(map(tuple, path4(world, waypoints[-1], cur)[1:].tolist()))
+                try:
+                    waypoints.extend(map(tuple, path4(world, waypoints[-1], cur)[1:].tolist()))
+                except ValueError:
+                    raise ConfigError(f"agent {a} jumps at step {t - 1} from {tuple(map(int, recorded[a, t - 1]))} "
+                                      f"to {tuple(map(int, cur))}, which no walk on the_ville reaches") from None
             elif cur != waypoints[-1]:
                 waypoints.append(cur)
             due[t] = len(waypoints) - 1
@@ -113,37 +88,39 @@ def legal_positions(recorded: np.ndarray) -> tuple[np.ndarray, list[dict], int]:
 
 
 @lru_cache(maxsize=8)
-def _morning(seed: int) -> Trace:
-    rec = _recorded()
-    names = rec["names"]
-    n, steps = rec["xy"].shape[0], rec["xy"].shape[1]
-    recorded = np.concatenate([rec["xy"][:, :1], rec["xy"]], axis=1)
-    positions, teleports, deviating = legal_positions(recorded)
+def _trace(run: RecordedRun, seed: int, name: str) -> Trace:
+    names = run.names
+    steps = run.xy.shape[1]
+    recorded = np.concatenate([run.xy[:, :1], run.xy], axis=1)
+    try:
+        positions, teleports, deviating = legal_positions(recorded)
+    except ConfigError as e:
+        raise ConfigError(f"recorded run {run.name!r}: {e}; every move must be a walk on the_ville "
+                          f"(agents: {', '.join(f'{i} = {a}' for i, a in enumerate(names))})") from None
     world = the_ville()
     counts, ids = perceived_csr(world, positions, steps, RADIUS_P, True)
-    events = _events(rec, counts, ids)
+    events = _events(run, counts, ids)
     chains = C.sample_chains(events, np.random.default_rng([seed, 0x7669]))
-    meta = {"workload": "the_ville-morning", "seed": seed, "run": RUN, "world": {"map": "the_ville"},
-            "teleports": teleports, "deviating_agent_steps": deviating,
+    meta = {"workload": name, "seed": seed, "run": run.name, "recorded": run.source,
+            "world": {"map": "the_ville"}, "teleports": teleports, "deviating_agent_steps": deviating,
             "conversations": int(np.count_nonzero(events.chat_initiator))}
     trace = Trace(
-        name="the_ville-morning", agents=names, world=world, positions=positions,
-        activity=rec["activity"], activities=rec["activities"], partner=rec["partner"],
-        utterance=_utterances(rec["partner"]), n_calls=chains.n_calls,
+        name=name, agents=names, world=world, positions=positions,
+        activity=run.activity, activities=run.activities, partner=run.partner,
+        utterance=_utterances(run.partner), n_calls=chains.n_calls,
         input_tokens=chains.input_tokens, output_tokens=chains.output_tokens,
         call_kind=chains.call_kind, call_kinds=C.CALL_KINDS, n_perceived=counts, perceived_ids=ids,
-        seconds=rec["seconds"], radius_p=RADIUS_P, same_zone=True,
-        start_time=rec["meta"]["start_time"], seconds_per_step=int(rec["meta"]["seconds_per_step"]),
-        meta=meta)
-    for key in ("positions", "n_calls", "input_tokens", "output_tokens", "call_kind",
-                "n_perceived", "perceived_ids"):
+        seconds=run.seconds, radius_p=RADIUS_P, same_zone=True,
+        start_time=run.start_time, seconds_per_step=run.seconds_per_step, meta=meta)
+    for key in ("positions", "activity", "partner", "n_calls", "input_tokens", "output_tokens",
+                "call_kind", "n_perceived", "perceived_ids", "seconds"):
         getattr(trace, key).setflags(write=False)
     return trace
 
 
-def _events(rec: dict, counts: np.ndarray, ids: np.ndarray) -> C.StepEvents:
-    texts = rec["activities"]
-    activity, partner = rec["activity"], rec["partner"]
+def _events(run: RecordedRun, counts: np.ndarray, ids: np.ndarray) -> C.StepEvents:
+    texts = run.activities
+    activity, partner = run.activity, run.partner
     n, steps = activity.shape
     asleep_id = np.array([t.startswith("sleeping") for t in texts])
     awake = ~asleep_id[activity]
@@ -170,13 +147,13 @@ def _events(rec: dict, counts: np.ndarray, ids: np.ndarray) -> C.StepEvents:
             end += 1
         # One utterance per two steps of conversation, within Generative Agents' usual range.
         turns[a, t] = int(np.clip((end - t + 1) // 2, 4, 16))
-    start_time = rec["meta"]["start_time"]
+    start_time = run.start_time
     return C.StepEvents(
-        awake=awake, new_day=C.new_days(start_time, rec["seconds"], n), new_activity=new_task & ~chatting & awake,
+        awake=awake, new_day=C.new_days(start_time, run.seconds, n), new_activity=new_task & ~chatting & awake,
         new_subtask=changed & ~new_task & ~chatting & awake, n_perceived=counts,
         new_events=C.new_perceived_events(counts, ids, activity), chat_initiator=initiator,
         chat_turns=turns, chat_partner_start=start & ~initiator, chat_end=chatting & (nxt != partner),
-        whole_minute=C.whole_minutes(start_time, rec["seconds"]))
+        whole_minute=C.whole_minutes(start_time, run.seconds))
 
 
 def _utterances(partner: np.ndarray) -> np.ndarray:

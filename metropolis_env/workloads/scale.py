@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from . import plans as P
 from .perception import perceived_csr
 from .trace import Trace, villes_map
 
@@ -79,7 +80,9 @@ def concatenate(segments: Sequence[Trace], cols: int | None = None, name: str | 
         call_kind=flat[2], call_kinds=first.call_kinds, n_perceived=n_perceived,
         perceived_ids=perceived_ids, seconds=first.seconds, radius_p=first.radius_p,
         same_zone=first.same_zone, start_time=first.start_time,
-        seconds_per_step=first.seconds_per_step, meta=meta)
+        seconds_per_step=first.seconds_per_step, meta=meta,
+        plans=P.concat([None if s.plans is None else s.plans.shifted((c % cols) * w, (c // cols) * h)
+                        for c, s in enumerate(segments)]))
 
 
 def _separated(segments: Sequence[Trace], w: int, h: int, cols: int, r: int) -> bool:

@@ -21,6 +21,8 @@ Layout (N agents, T steps; every array is numpy):
   narrowed to one `world.zone` when `same_zone`) on `positions[:, t]`.
 * `seconds` int64 (T + 1,): game seconds since `start_time` at time t (recorded runs have clock
   jumps; synthetic ones advance `seconds_per_step` per step).
+* `plans` (`plans.Plans` or None): what each persona intended at each step, as its generator
+  planned it then (genagents-day); recorded runs carry none. Lookahead promises use only these.
 
 Derived state (CSR offsets) is computed on first use, not stored.
 """
@@ -39,6 +41,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..world import TileMap, _assemble, the_ville, villes
+from . import plans as P
 
 #: Version of the on-disk format written by `Trace.save` (see docs/WORKLOADS.md).
 FORMAT_VERSION = 1
@@ -106,6 +109,7 @@ class Trace:
     start_time: str = "2023-02-13T00:00:00"
     seconds_per_step: int = 10
     meta: dict = field(default_factory=dict)
+    plans: P.Plans | None = None
 
     def __post_init__(self) -> None:
         n, t = len(self.agents), self.n_steps
@@ -121,6 +125,8 @@ class Trace:
                 raise ConfigError(f"trace {self.name}: {key} must hold one entry per call ({calls})")
         if self.perceived_ids.shape != (int(self.n_perceived.sum(dtype=np.int64)),):
             raise ConfigError(f"trace {self.name}: perceived_ids must match n_perceived")
+        if self.plans is not None:
+            self.plans.check(n, t, self.name)
 
     # -- sizes and lookups -----------------------------------------------------------------
 
@@ -226,7 +232,8 @@ class Trace:
             n_calls=self.n_calls[:, s:e], input_tokens=self.input_tokens[c0:c1],
             output_tokens=self.output_tokens[c0:c1], call_kind=self.call_kind[c0:c1],
             n_perceived=self.n_perceived[:, s:e], perceived_ids=self.perceived_ids[p0:p1],
-            seconds=self.seconds[s:e + 1] - self.seconds[s], start_time=start, meta=meta)
+            seconds=self.seconds[s:e + 1] - self.seconds[s], start_time=start, meta=meta,
+            plans=None if self.plans is None else self.plans.window(s, e))
 
     def hour_of_step(self) -> np.ndarray:
         """int64 (T,): hour of step t's time counted from midnight of the start date."""
@@ -271,6 +278,7 @@ class Trace:
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")
         arrays = {k: getattr(self, k) for k in _ARRAYS}
+        arrays.update(P.arrays(self.plans))
         header = self.header()
         arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
         if header["world"]["map"] == "custom":
@@ -290,6 +298,7 @@ class Trace:
                 raise ConfigError(f"{path}: unsupported trace format {header.get('format')!r} "
                                   f"version {header.get('version')!r} (expected {FORMAT_VERSION})")
             arrays = {k: np.asarray(z[k], dtype=_DTYPES[k]) for k in _ARRAYS}
+            arrays["plans"] = P.from_arrays(z)
             world = _world_from_spec(header["world"], z)
         return cls(name=header["name"], agents=tuple(header["agents"]), world=world,
                    activities=tuple(header["activities"]), call_kinds=tuple(header["call_kinds"]),

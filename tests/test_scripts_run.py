@@ -1,0 +1,47 @@
+"""Every example and benchmark script runs, as a user would start it, with tiny sizes (their
+numbers are checked elsewhere; here: they start, finish and print their report)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from extras import import_or_skip
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: script -> (tiny arguments, a line its report must print)
+SCRIPTS = {
+    "examples/llm_village.py": (["--agents", "4", "--steps", "5"], "malformed answers"),
+    "examples/replay_real_run.py": (["--steps", "30", "--perception", "box"], "| box | 750 |"),
+    "benchmarks/bench_bounds.py": (["--steps", "30", "--no-precompute", "--horizons", "8"],
+                                   "lockstep dependencies per agent-step"),
+    "benchmarks/bench_env.py": (["--agents", "100", "--steps", "3"], "| 100 | async |"),
+    "benchmarks/bench_lookahead.py": (["--points", "busy:25:8", "--steps", "20"], "| busy 25@8 |"),
+    "benchmarks/ray_actors.py": (["--agents", "4", "--steps", "2", "--actors", "2", "--num-cpus", "2",
+                                  "--latency", "0.001"], "ray x2"),
+    # the real-GPU check's report, from the results committed with it (build_model.py needs torch
+    # and a GPU: benchmarks/gpu/README.md)
+    "benchmarks/gpu/report.py": ([], "| slice | async/sync real | async/sync simulated |"),
+}
+
+
+def test_every_script_is_listed():
+    on_disk = {str(p.relative_to(ROOT)) for d in ("examples", "benchmarks") for p in (ROOT / d).glob("*.py")}
+    # scripted_village.py has its own tests (test_examples.py)
+    assert on_disk - {"examples/scripted_village.py"} == {s for s in SCRIPTS if s.count("/") == 1}
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_script_runs_with_tiny_arguments(script):
+    if script == "benchmarks/ray_actors.py":
+        import_or_skip("ray", "Ray is an optional extra: pip install 'metropolis-env[ray]'")
+    args, expected = SCRIPTS[script]
+    done = subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert expected in done.stdout, done.stdout[-3000:]
+    assert "\x1b" not in done.stdout + done.stderr  # no progress-bar escape codes in a piped run
