@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {
     "examples/llm_village.py": (["--agents", "4", "--steps", "5"], "malformed answers"),
     "examples/replay_real_run.py": (["--steps", "30", "--perception", "box"], "| box | 750 |"),
+    "examples/evaluate.py": (["--seeds", "1", "--agents", "4", "--steps", "10", "--tasks", "goto"],
+                             "returns in sync and async: equal on every seed"),
     "benchmarks/bench_bounds.py": (["--steps", "30", "--no-precompute", "--horizons", "8"],
                                    "lockstep dependencies per agent-step"),
     "benchmarks/bench_env.py": (["--agents", "100", "--steps", "3"], "| 100 | async |"),

@@ -211,27 +211,28 @@ class Controller:
         heap: list[tuple[int, int, tuple[str, ...]]] = []
         index = {a: i for i, a in enumerate(env.possible_agents)}
 
-        def enqueue(new_obs: dict[str, Any], truncs: Mapping[str, bool]) -> None:
+        def enqueue(new_obs: dict[str, Any], truncs: Mapping[str, bool], terms: Mapping[str, bool]) -> None:
+            # done agents (truncated, or terminated by the env's task) act no more
             seen = set()
             for a, o in new_obs.items():
-                if truncs.get(a):
+                if truncs.get(a) or terms.get(a):
                     continue
                 ready_obs[a] = o
             for a in new_obs:
-                if truncs.get(a) or a in seen:
+                if truncs.get(a) or terms.get(a) or a in seen:
                     continue
                 cl = env.ready_cluster(a)
                 seen.update(cl)
                 heapq.heappush(heap, (env.agent_step(a), index[cl[0]], cl))
 
-        enqueue(obs, {})
+        enqueue(obs, {}, {})
 
         def commit(entry: tuple[int, int, tuple[str, ...]], actions: dict[str, Any]) -> None:
             step, _, cl = entry
-            new_obs, _, _, truncs, _ = env.step(actions)
+            new_obs, _, terms, truncs, _ = env.step(actions)
             for a in cl:
                 self._mark_committed(a, step, actions[a])
-            enqueue(new_obs, truncs)
+            enqueue(new_obs, truncs, terms)
 
         if self.executor is None:
             act_cluster = self._act_cluster
