@@ -25,6 +25,8 @@ SCRIPTS = {
     "benchmarks/bench_lookahead.py": (["--points", "busy:25:8", "--steps", "20"], "| busy 25@8 |"),
     "benchmarks/ray_actors.py": (["--agents", "4", "--steps", "2", "--actors", "2", "--num-cpus", "2",
                                   "--latency", "0.001"], "ray x2"),
+    "benchmarks/fit_simulator.py": ([], "per-iteration cost"),
+    "benchmarks/validate_simulator.py": (["--closed-loop"], "| 64 |"),
     # the real-GPU check's report, from the results committed with it (build_model.py needs torch
     # and a GPU: benchmarks/gpu/README.md)
     "benchmarks/gpu/report.py": ([], "| slice | async/sync real | async/sync simulated |"),
