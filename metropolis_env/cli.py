@@ -113,8 +113,31 @@ def cmd_resume(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(a: argparse.Namespace) -> int:
+    from .movie import replay_movie
+
+    path = replay_movie(a.run, a.out, agents=a.agents, steps=a.steps, mode=a.mode, window=a.window,
+                        frames=a.frames, gpus=a.gpus, fps=a.fps, seed=a.seed)
+    print(f"movie written to {path}")
+    return 0
+
+
+def _replay_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a workload (the_ville-morning, genagents-day) or a trace file saved with Trace.save")
+    p.add_argument("--out", default="run.gif", help="movie file, .gif or .mp4 (default: %(default)s)")
+    p.add_argument("--mode", default="async", choices=("async", "sync", "single"),
+                   help="execution mode to watch (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=60, help="replay the first N steps (default: %(default)s)")
+    p.add_argument("--agents", type=int, default=25, help="25 or a multiple (villes side by side; default: %(default)s)")
+    p.add_argument("--window", default="full", help="full | busy | quiet (default: %(default)s)")
+    p.add_argument("--frames", type=int, default=80, help="about this many pictures (default: %(default)s)")
+    p.add_argument("--fps", type=float, default=8.0, help="pictures per second (default: %(default)s)")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs of the simulated server (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="workload seed (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The whole command line: bench (generated from the config sections), sweep, resume."""
+    """The whole command line: bench (generated from the config sections), sweep, resume, replay."""
     parser = argparse.ArgumentParser(prog="metropolis-env",
                                      description="Out-of-order LLM multi-agent simulation: benchmark and tools.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -138,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("directory")
     r.add_argument("--no-progress", action="store_true", help="no progress bar (off anyway when piped)")
     r.set_defaults(fn=cmd_resume)
+    m = sub.add_parser("replay", help="watch a workload run out of order: write it as an animated GIF/MP4")
+    _replay_args(m)
+    m.set_defaults(fn=cmd_replay)
     return parser
 
 

@@ -8,7 +8,7 @@ would observe under global-step execution (see `rules.py` and docs/RULES.md).
 This module is the PettingZoo face and the submission bookkeeping; the rooms behind it are
 actions.py (parsing), promises.py (declared paths and routes), observer.py (perception,
 observations, infos), navigation.py (moves and walks), submissions.py (who may act),
-stats.py, tracker.py and rules.py.
+stats.py, tracker.py and rules.py; tasks.py states rewards, pictures.py draws.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from .errors import (AgentNotReadyError, ConfigError, InvalidActionError, Invali
 from .observer import OBSERVATIONS, Observer
 from .perception import check_perception
 from .placement import check_start_tiles, draw_start_tiles
-from .promises import declare
+from .promises import PathPromise, declare
 from .rules import RULES, PaperRules, rule_set
 from .stats import DependencyStats
 from .submissions import Submissions
+from .tasks import EpisodeSetup, TaskRun, make_task
 from .tracker import Blocker, DependencyTracker
 from .world import Tile, TileMap
 
@@ -54,13 +55,17 @@ class AsyncParallelEnv:
     step). Agents keep their own step counter (`agent_step`, `steps`); an agent is truncated
     when it reaches `max_steps`.
 
-    `observation_mode` (default "full"): what `reset`/`step` return as each agent's observation,
-    one of observer.OBSERVATIONS: "full" is the observation dict of the observation space,
-    "position" only the agent's (x, y) tile. `observe(agent)` and the infos are the same in all.
+    `observation_mode` (default: `obs_type`): what `reset`/`step`/`observe` return as each agent's
+    observation, one of observer.OBSERVATIONS: "full" the observation dict, "vector" one float32
+    vector (vector.py), "position" only the agent's (x, y) tile. `observation_space(agent)` is
+    that type's space. The infos are the same in all (plus the action mask with obs_type "vector").
+    `obs_type`: "full" or "vector" (also makes the action space `Discrete(n_moves)`).
     `rules`: a rule set (rules.py) or its name in RULES.
+    `task`: None (rewards 0.0, nobody terminates) or a task (tasks.py) or its name.
     """
 
-    metadata = {"render_modes": ["ansi"], "name": "metropolis_v0", "is_parallelizable": True}
+    metadata = {"render_modes": ["ansi", "rgb_array", "human"], "name": "metropolis_v0", "is_parallelizable": True}
+    OBS_TYPES = ("full", "vector")
     OBSERVATION_MODES = tuple(OBSERVATIONS)
     _observation_mode = "full"
     _observation = OBSERVATIONS["full"]()
@@ -79,7 +84,7 @@ class AsyncParallelEnv:
     def __init__(self, world: TileMap, agents: Sequence[str], start_tiles: Sequence[Tile] | None = None,
                  *, radius_p: int = 4, max_vel: int = 1, max_steps: int = 8640,
                  perception: str = "box", seed: int | None = 0, render_mode: str | None = None,
-                 bound: Any = "box", rules: PaperRules | str = "paper"):
+                 bound: Any = "box", rules: PaperRules | str = "paper", obs_type: str = "full", task: Any = None):
         _check_int("radius_p", radius_p, 0)
         _check_int("max_vel", max_vel, 1)
         _check_int("max_steps", max_steps, 1)
@@ -88,8 +93,12 @@ class AsyncParallelEnv:
             rules = rule_set(rules)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        if render_mode not in (None, "ansi"):
-            raise ConfigError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ConfigError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        if obs_type not in self.OBS_TYPES:
+            raise ConfigError(f"obs_type must be one of {self.OBS_TYPES}, got {obs_type!r}: 'full' (dicts with texts) "
+                              f"or 'vector' (a float32 Box and a Discrete move, for RL harnesses)")
+        self.task = None if task is None else make_task(task)
         names = list(agents)
         if not names:
             raise ConfigError("an environment needs at least one agent")
@@ -115,25 +124,32 @@ class AsyncParallelEnv:
         self._bound = make_bound(bound, world, self.radius_p, self.max_vel, perception)
         self._offsets = msp.move_offsets(self.max_vel)
         self._parser = ActionParser(self.max_vel)
-        self._observer = Observer(world, names, self.radius_p, self.max_vel, perception)
-        self._obs_space = msp.observation_space(world.width, world.height, self.max_steps, self.max_vel)
+        self.obs_type = obs_type
+        self._observer = Observer(world, names, self.radius_p, self.max_vel, perception, self.max_steps,
+                                  self.task.n_features if self.task is not None else 0,
+                                  mask_in_info=obs_type == "vector")
+        self.observation_mode = obs_type
         # One action space per agent, made on first use: each space owns its RNG, so seeding and
         # sampling one agent's space (PettingZoo's seed test) must not disturb another's.
-        self._act_spaces: dict[str, msp.AgentActionSpace] = {}
+        self._act_spaces: dict[str, Any] = {}
+        self._painter = None
         self._tracker: DependencyTracker | None = None
         self.agents: list[str] = []
 
     # -- PettingZoo surface ----------------------------------------------------------------
 
     def observation_space(self, agent: str):
+        """The space of what reset/step/observe hand out for `agent` (observation_mode's)."""
         self._idx(agent)
-        return self._obs_space
+        return self._observation.space(self._observer)
 
     def action_space(self, agent: str):
+        """The Dict action space (obs_type "full") or Discrete(n_moves) ("vector"), one object per
+        agent (its own RNG). The env takes a move index or an action dict in both."""
         self._idx(agent)
         space = self._act_spaces.get(agent)
         if space is None:
-            space = self._act_spaces[agent] = msp.action_space(self.max_vel)
+            space = self._act_spaces[agent] = (msp.move_space if self.obs_type == "vector" else msp.action_space)(self.max_vel)
         return space
 
     @property
@@ -163,17 +179,24 @@ class AsyncParallelEnv:
         self.stats = DependencyStats()
         self._tracker = DependencyTracker(start, self.max_vel, self._bound, rules=self.rules)
         self._public = self.rules.public_state(start)
-        self._observer.start(self._tracker, self._public)
+        names = tuple(self.possible_agents)
+        self._task_run = TaskRun(self.task, EpisodeSetup(
+            self.world, names, dict(zip(names, start)), self.max_vel, self.radius_p, self.max_steps,
+            int(self.seed or 0) if seed is None else seed))
+        self._observer.start(self._tracker, self._public, self._task_run)
         self.agents = list(self.possible_agents)
         became = self._subs.register(self._tracker, range(n), set(range(n)))
-        return self._observer.emit(became, self._observation)
+        obs, infos, _ = self._observer.emit(became, self._observation, evaluate=False)
+        return obs, infos
 
     def step(self, actions: Mapping[str, Any]):
         """Submit actions of ready agents; commit every cluster whose members have all submitted.
 
         Returns (observations, rewards, terminations, truncations, infos) keyed by the agents
         that became ready through this call (they may act next), plus agents that reached
-        `max_steps` (truncated, final observation). Rewards are 0.0 (the world defines none).
+        `max_steps` (truncated, final observation) or that the task terminated (final
+        observation; the env makes them stay put from then on, see tasks.py). Rewards are the
+        task's (0.0 without a task: the world defines none).
         Raises a MetropolisError and changes nothing if any action is invalid.
         """
         tr = self._require_reset()
@@ -201,18 +224,7 @@ class AsyncParallelEnv:
         # Everything is valid: from here on nothing raises.
         for i, promise in promises.items():
             tr.declare(i, promise)
-        complete = [cl for cl in (subs.submit(i, act) for i, act in parsed.items()) if cl is not None]
-        candidates: set[int] = set()
-        committed: set[int] = set()
-        for cl in complete:
-            candidates |= self._commit(cl, subs.take(cl))
-            committed.update(cl)
-        became = subs.register(tr, sorted(candidates), committed)
-        obs, infos = self._observer.emit(became, self._observation)
-        rewards = {names[i]: 0.0 for i in became}
-        terms = {names[i]: False for i in became}
-        truncs = {names[i]: subs.done[i] for i in became}
-        done = [names[i] for i in became if subs.done[i]]
+        obs, rewards, terms, truncs, infos, done = self._hand_out(self._submit(parsed))
         if len(done) == 1:
             # thousands of agents finishing one small cluster at a time: a C-speed removal each,
             # not a Python rebuild of the whole list each time
@@ -222,15 +234,38 @@ class AsyncParallelEnv:
             self.agents = [a for a in self.agents if a not in gone]
         return obs, rewards, terms, truncs, infos
 
-    def render(self) -> str | None:
-        """With render_mode "ansi": the map with agents and a table of steps and clusters."""
-        if self.render_mode != "ansi":
+    def render(self) -> str | np.ndarray | None:
+        """By render_mode: "ansi" the map with agents and a table of steps and clusters (str);
+        "rgb_array" a picture (uint8 (H, W, 3): agents coloured by step, ready clusters, who
+        waits for whom); "human" that picture in a matplotlib window (None). See pictures.py."""
+        if self.render_mode is None:
             return None
-        from .render import render_ansi
-        return render_ansi(self)
+        if self._painter is None:
+            from .pictures import Painter
+            self._painter = Painter(self.render_mode)
+        return self._painter.render(self)
 
     def close(self) -> None:
-        pass
+        if self._painter is not None:
+            self._painter.close()
+
+    # -- task ------------------------------------------------------------------------------
+
+    def task_info(self, agent: str) -> dict:
+        """The task's info of `agent` at its current step (also in its infos); {} without a task."""
+        self._require_reset()
+        return self._task_run.info(self.possible_agents[self._idx(agent)])
+
+    @property
+    def returns(self) -> dict[str, float]:
+        """Each agent's summed task rewards this episode (0.0 without a task)."""
+        self._require_reset()
+        return dict(self._task_run.returns)
+
+    def terminated(self, agent: str) -> bool:
+        """Whether the task terminated `agent` (it then stays put until max_steps)."""
+        self._require_reset()
+        return self._idx(agent) in self._subs.terminated
 
     # -- out-of-order surface --------------------------------------------------------------
 
@@ -255,7 +290,8 @@ class AsyncParallelEnv:
         return [[self.possible_agents[i] for i in cl] for cl in self._subs.clusters(tr.step)]
 
     def ready_cluster(self, agent: str) -> tuple[str, ...]:
-        """The ready cluster `agent` belongs to (the agents to submit with it).
+        """The ready cluster `agent` belongs to (the agents to submit with it; agents the task
+        terminated left out: the env submits for them).
 
         Raises AgentNotReadyError if `agent` is not ready.
         """
@@ -264,7 +300,7 @@ class AsyncParallelEnv:
         cl = self._subs.ready.get(i)
         if cl is None:
             raise AgentNotReadyError(self._subs.not_ready_message(i, tr, "it has no ready cluster"))
-        return tuple(self.possible_agents[j] for j in cl)
+        return tuple(self.possible_agents[j] for j in cl if j not in self._subs.terminated)
 
     @property
     def step_range(self) -> tuple[int, int]:
@@ -282,20 +318,21 @@ class AsyncParallelEnv:
         self._require_reset()
         return self._idx(agent) in self._subs.ready
 
-    def observe(self, agent: str) -> dict:
-        """The current observation of a ready agent (the one `step`/`reset` returned for it)."""
+    def observe(self, agent: str) -> Any:
+        """The current observation of a ready agent (the one `step`/`reset` returned for it, of
+        the observation_mode's type: it lies in `observation_space(agent)`)."""
         tr = self._require_reset()
         i = self._idx(agent)
         if i not in self._subs.ready and not self._subs.done[i]:
             raise AgentNotReadyError(self._subs.not_ready_message(i, tr, "its observation is not final yet"))
-        return self._observer.full(i)
+        return self._observation.observe(self._observer, i, self._observer.perceived(i))
 
     def predict_observation(self, agent: str, actions: Sequence[Any] = ()) -> dict:
         """The observation `agent` would get after taking `actions` (its next actions, in order;
         none: at its current step) if no agent behind it entered its view meanwhile: agents at or
-        ahead of that step as the rules will read them, laggards where they are now. Exact for a
-        ready agent and no actions (== `observe`). Never changes env state; for speculation
-        (runtime/speculation.py, prediction.py)."""
+        ahead of that step as the rules will read them, laggards where they are now; as the
+        observation dict, whatever the observation_mode. Exact for a ready agent and no actions.
+        Never changes env state; for speculation (runtime/speculation.py, prediction.py)."""
         own = prediction.own_state(self, agent)
         for action in actions:
             own = prediction.own_after(self, agent, own, action)
@@ -385,6 +422,7 @@ class AsyncParallelEnv:
             "stats": DependencyStats(**vars(self.stats)),
             "versions": self._public.snapshot(),
             "promises": list(tr.promise),
+            "terminated": frozenset(self._subs.terminated), "returns": dict(self._task_run.returns),
         }
 
     # -- internals -------------------------------------------------------------------------
@@ -402,6 +440,48 @@ class AsyncParallelEnv:
             more = ", ..." if len(self.possible_agents) > 5 else ""
             raise UnknownAgentError(f"unknown agent {agent!r}: this env's agents are {near}{more} "
                                     f"(see env.possible_agents)") from None
+
+    def _submit(self, parsed: dict[int, Action]) -> list[int]:
+        """Record valid actions of ready agents and commit every cluster they complete; returns
+        the agents that became ready."""
+        subs = self._subs
+        complete = [cl for cl in (subs.submit(i, act) for i, act in parsed.items()) if cl is not None]
+        candidates: set[int] = set()
+        committed: set[int] = set()
+        for cl in complete:
+            candidates |= self._commit(cl, subs.take(cl))
+            committed.update(cl)
+        return subs.register(self._tracker, sorted(candidates), committed)
+
+    def _hand_out(self, became: list[int]) -> tuple[dict, dict, dict, dict, dict, list[str]]:
+        """The step's dicts for agents that became ready, and the names that left the episode.
+
+        Agents the task terminated stand still until max_steps (the others still see them): the
+        env submits their moves itself whenever they become ready, and hands out whoever becomes
+        ready on the way."""
+        subs, names = self._subs, self.possible_agents
+        obs, rewards, terms, truncs, infos, done = {}, {}, {}, {}, {}, []
+        while became:
+            live = [i for i in became if i not in subs.terminated] if subs.terminated else became
+            o, inf, outcomes = self._observer.emit(live, self._observation)
+            obs.update(o)
+            infos.update(inf)
+            for i, out in zip(live, outcomes):
+                a = names[i]
+                rewards[a], terms[a], truncs[a] = out.reward, out.terminated, subs.done[i]
+                if out.terminated:
+                    subs.terminated.add(i)
+                if out.terminated or subs.done[i]:
+                    done.append(a)
+            idle = [i for i in became if i in subs.terminated and not subs.done[i]] if subs.terminated else ()
+            became = self._submit({i: self._idle_action(i) for i in idle}) if idle else []
+        return obs, rewards, terms, truncs, infos, done
+
+    def _idle_action(self, i: int) -> Action:
+        """A terminated agent's move: stay, or keep to the path it promised (a route allows a pause)."""
+        tr = self._tracker
+        to = tr.promise[i].tile_at(tr.step[i] + 1) if isinstance(tr.promise[i], PathPromise) else None
+        return Action(self._offsets.index((to[0] - tr.pos[i][0], to[1] - tr.pos[i][1])) if to else len(self._offsets) // 2)
 
     def _landing(self, i: int, move: int) -> tuple[Tile, str]:
         return nav.landing(self.world, self._tracker.pos[i], self._offsets[move])

@@ -20,7 +20,8 @@ WORLDS = ("the_ville", "villes", "grid")
 def make(world: str | W.TileMap = "the_ville", agents: int | list[str] | Mapping[str, W.Tile] = 25, *,
          radius_p: int = 4, max_vel: int = 1, max_steps: int = 8640, seed: int | None = 0,
          perception: str | None = None, render_mode: str | None = None, bound: Any = "box",
-         rules: str = "paper", k: int | None = None, cols: int | None = None, width: int = 140, height: int = 100) -> AsyncParallelEnv:
+         rules: str = "paper", k: int | None = None, cols: int | None = None, width: int = 140, height: int = 100,
+         obs_type: str = "full", task: Any = None) -> AsyncParallelEnv:
     """Build an out-of-order environment.
 
     world: "the_ville" (the Generative Agents map), "villes" (`k` the_villes side by side,
@@ -39,6 +40,12 @@ def make(world: str | W.TileMap = "the_ville", agents: int | list[str] | Mapping
     only for laggards that could walk into its view; no coupling; see rules.py), or a rule set
     object (`rules.PaperRules()`, `rules.VersionedRules()`). Both give exactly the sync
     trajectories.
+    obs_type: "full" (the observation dict, with texts) or "vector" (a float32 Box and a
+    Discrete move action, for RL harnesses; see vector.py).
+    task: None (rewards 0.0, nobody terminates), a built-in task name ("goto", "rendezvous",
+    "relay") or a `tasks.Task` object; rewards, terminations and `infos` then come from it
+    (see tasks.py).
+    render_mode: None, "ansi" (text), "rgb_array" (a uint8 picture) or "human" (a window).
     """
     if isinstance(world, W.TileMap):
         tmap = world
@@ -55,7 +62,7 @@ def make(world: str | W.TileMap = "the_ville", agents: int | list[str] | Mapping
     names, tiles = _agent_list(agents)
     return AsyncParallelEnv(tmap, names, tiles, radius_p=radius_p, max_vel=max_vel, max_steps=max_steps,
                             perception=perception or default_perception, seed=seed,
-                            render_mode=render_mode, bound=bound, rules=rules)
+                            render_mode=render_mode, bound=bound, rules=rules, obs_type=obs_type, task=task)
 
 
 def _agent_list(agents: Any) -> tuple[list[str], list | None]:

@@ -2,8 +2,12 @@
 
 Observation types are small classes registered in OBSERVATIONS; `AsyncParallelEnv.
 observation_mode` picks one by name. Adding a type is one new class here: it turns the
-observer's view of a ready agent (`Observer.full`, `Observer.position`, `Observer.public`, ...)
-into whatever the agents read.
+observer's view of a ready agent (`Observer.full`, `Observer.position`, `Observer.view`, ...)
+into whatever the agents read, and states its gymnasium space.
+
+The observer also asks the episode's task (tasks.py) for each ready agent's outcome, from the
+same view, before it builds the observation and info: the task's verdict on a step is due when
+the step is final.
 """
 
 from __future__ import annotations
@@ -12,9 +16,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import spaces as msp
 from .navigation import move_mask
 from .perception import Perception
+from .tasks import Outcome, Seen, TaskRun, View
+from .vector import VectorEncoder
 from .world import Tile, TileMap
+
+_NO_OUTCOME = Outcome()
 
 
 class Observer:
@@ -24,17 +33,24 @@ class Observer:
     behind it can be in its view, see rules.py).
     """
 
-    def __init__(self, world: TileMap, names: Sequence[str], radius_p: int, max_vel: int, perception: str):
+    def __init__(self, world: TileMap, names: Sequence[str], radius_p: int, max_vel: int, perception: str,
+                 max_steps: int, n_task_features: int = 0, mask_in_info: bool = False):
         self.world = world
         self.names = names
         self.max_vel = max_vel
+        self.max_steps = max_steps
         self.perception = Perception(world, radius_p, perception)
         self._locations: dict[Tile, str] = {}
+        self._n_task_features = n_task_features
+        #: infos carry the action mask (vector observations: the PettingZoo way)
+        self.mask_in_info = mask_in_info
+        self._full_space = self._encoder = None
 
-    def start(self, tracker, public) -> None:
+    def start(self, tracker, public, task_run: TaskRun) -> None:
         n = len(self.names)
         self.tracker = tracker
         self.public_state = public
+        self.task_run = task_run
         #: How the last move of each agent went (navigation.landing), shown in its info.
         self.move_result = ["reset"] * n
         #: How many agents each agent perceived when it last became ready (statistics).
@@ -45,16 +61,27 @@ class Observer:
         tr = self.tracker
         return self.perception.perceived(tr.pos[i], self.public_state.candidates(tr, i, self.perception.radius_p))
 
-    def emit(self, agents: list[int], kind: "ObservationType") -> tuple[dict, dict]:
-        """Observations (of type `kind`) and infos of agents that just became ready."""
-        names = self.names
-        obs, infos = {}, {}
+    def emit(self, agents: list[int], kind: "ObservationType",
+             evaluate: bool = True) -> tuple[dict, dict, list[Outcome]]:
+        """Observations (of type `kind`), infos and task outcomes (`evaluate`: of the step that
+        made them ready, so not at reset) of agents that just became ready."""
+        names, run = self.names, self.task_run
+        obs, infos, outcomes = {}, {}, []
         for i in agents:
             perceived = self.perceived(i)
             self.n_perceived[i] = len(perceived)
+            outcomes.append(run.evaluate(self.view(i, perceived)) if evaluate and run.episode is not None
+                            else _NO_OUTCOME)
             obs[names[i]] = kind.observe(self, i, perceived)
             infos[names[i]] = self.info(i, perceived)
-        return obs, infos
+        return obs, infos, outcomes
+
+    def view(self, i: int, perceived: list[int]) -> View:
+        """What ready agent `i` perceives at its step (the data of its observation): what tasks
+        and vector observations are functions of."""
+        tr, names, public = self.tracker, self.names, self.public_state
+        step = tr.step[i]
+        return View(names[i], step, tr.pos[i], tuple(Seen(names[j], *public.at(tr, j, step)) for j in perceived))
 
     def position(self, i: int) -> Tile:
         return self.tracker.pos[i]
@@ -117,22 +144,53 @@ class Observer:
             "action_mask": move_mask(self.world, p, self.max_vel),
         }, lagging
 
+    def vector(self, i: int, perceived: list[int]) -> np.ndarray:
+        """The vector observation (vector.py) of ready agent `i`."""
+        view = self.view(i, perceived)
+        return self.encoder.encode(view, move_mask(self.world, view.position, self.max_vel),
+                                   self.task_run.features(view))
+
     def info(self, i: int, perceived: list[int]) -> dict:
         names = self.names
-        return {
+        info = {
             "step": self.tracker.step[i],
             "perceived": [names[j] for j in perceived],
             "move_result": self.move_result[i],
         }
+        if self.task_run.episode is not None:
+            info.update(self.task_run.info(names[i]))
+        if self.mask_in_info:
+            info["action_mask"] = move_mask(self.world, self.tracker.pos[i], self.max_vel)
+        return info
+
+    # -- spaces of the observation types ---------------------------------------------------
+
+    @property
+    def full_space(self):
+        if self._full_space is None:
+            self._full_space = msp.observation_space(self.world.width, self.world.height, self.max_steps,
+                                                     self.max_vel)
+        return self._full_space
+
+    @property
+    def encoder(self) -> VectorEncoder:
+        if self._encoder is None:
+            self._encoder = VectorEncoder(self.world, self.perception.radius_p, len(msp.move_offsets(self.max_vel)),
+                                          self.max_steps, len(self.names), self._n_task_features)
+        return self._encoder
 
 
 class ObservationType:
-    """What `reset`/`step` hand an agent as its observation; `name` is its observation_mode."""
+    """What `reset`/`step`/`observe` hand an agent as its observation; `name` is its
+    observation_mode, `space` the gymnasium space every such observation lies in."""
 
     name = ""
 
     def observe(self, observer: Observer, i: int, perceived: list[int]) -> Any:
         raise NotImplementedError
+
+    def space(self, observer: Observer):
+        raise NotImplementedError(f"observation type {self.name!r} states no space")
 
 
 class FullObservation(ObservationType):
@@ -142,6 +200,9 @@ class FullObservation(ObservationType):
 
     def observe(self, observer: Observer, i: int, perceived: list[int]) -> dict:
         return observer.full(i, perceived)
+
+    def space(self, observer: Observer):
+        return observer.full_space
 
 
 class PositionObservation(ObservationType):
@@ -153,6 +214,22 @@ class PositionObservation(ObservationType):
     def observe(self, observer: Observer, i: int, perceived: list[int]) -> Tile:
         return observer.position(i)
 
+    def space(self, observer: Observer):
+        return msp.tile_space(observer.world.width, observer.world.height)
+
+
+class VectorObservation(ObservationType):
+    """One fixed-shape float32 vector (vector.py), for RL harnesses; `make(obs_type="vector")`."""
+
+    name = "vector"
+
+    def observe(self, observer: Observer, i: int, perceived: list[int]) -> np.ndarray:
+        return observer.vector(i, perceived)
+
+    def space(self, observer: Observer):
+        return observer.encoder.space
+
 
 #: Observation types by name.
-OBSERVATIONS: dict[str, type[ObservationType]] = {t.name: t for t in (FullObservation, PositionObservation)}
+OBSERVATIONS: dict[str, type[ObservationType]] = {
+    t.name: t for t in (FullObservation, PositionObservation, VectorObservation)}

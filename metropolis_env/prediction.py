@@ -63,6 +63,16 @@ def predict(env, agent: str, own: OwnState | None = None,
     return env._observer.predict(env._idx(agent), own.step, own.public, g)
 
 
+def full_observation(env, agent: str) -> dict:
+    """The full observation (the observation dict, whatever the env's observation_mode) of a
+    ready agent: what a prediction is compared with."""
+    return env._observer.full(env._idx(agent))
+
+
+#: observation_modes `agent_view` can hand out a predicted observation in
+VIEWS = ("full", "position")
+
+
 def agent_view(env, observation: dict) -> Any:
     """The observation as the env hands it to the agent (its `observation_mode`: the tile in
     "position", else the dict itself)."""

@@ -85,6 +85,16 @@ def action_space(max_vel: int) -> AgentActionSpace:
     })
 
 
+def move_space(max_vel: int) -> spaces.Discrete:
+    """The action space of `obs_type="vector"`: the move index alone (a new object per call)."""
+    return spaces.Discrete(len(move_offsets(max_vel)))
+
+
+def tile_space(width: int, height: int) -> spaces.Tuple:
+    """What `observation_mode = "position"` hands out: the (x, y) tile as a tuple of ints."""
+    return spaces.Tuple((spaces.Discrete(width), spaces.Discrete(height)))
+
+
 def observation_space(width: int, height: int, max_steps: int, max_vel: int) -> spaces.Dict:
     """The observation space of an agent on a `width` x `height` map."""
     position = spaces.Box(low=np.array([0, 0]), high=np.array([width - 1, height - 1]),

@@ -14,7 +14,8 @@ from .errors import AgentDoneError, AgentNotReadyError
 
 class Submissions:
     """`ready[i]`: the ready cluster of agent i (a tuple, shared by its members), while it has
-    not committed; `pending[cluster]`: the actions submitted so far; `done[i]`: i is truncated."""
+    not committed; `pending[cluster]`: the actions submitted so far; `done[i]`: i is truncated;
+    `terminated`: agents the task ended, whose stays the env submits itself (tasks.py)."""
 
     def __init__(self, names: Sequence[str], max_steps: int):
         n = len(names)
@@ -23,6 +24,7 @@ class Submissions:
         self.ready: dict[int, tuple[int, ...]] = {}
         self.pending: dict[tuple[int, ...], dict[int, Action]] = {}
         self.done = [False] * n
+        self.terminated: set[int] = set()
         # Whether each agent's current step was ready the moment its previous one committed.
         self.free_start = [True] * n
 
@@ -38,12 +40,19 @@ class Submissions:
         return sorted((i for sub in self.pending.values() for i in sub), key=lambda i: (step[i], i))
 
     def clusters(self, step: Sequence[int]) -> list[tuple[int, ...]]:
-        """The ready clusters, smallest step first."""
-        return sorted(dict.fromkeys(self.ready.values()), key=lambda c: (step[c[0]], c))
+        """The ready clusters, smallest step first, without terminated agents (the env submits
+        for them)."""
+        out = sorted(dict.fromkeys(self.ready.values()), key=lambda c: (step[c[0]], c))
+        if self.terminated:
+            out = [c for c in (tuple(m for m in cl if m not in self.terminated) for cl in out) if c]
+        return out
 
     def check_may_submit(self, i: int, tracker) -> None:
         """Raise (AgentDoneError, AgentNotReadyError) unless agent i may submit now."""
         name = self.names[i]
+        if i in self.terminated:
+            raise AgentDoneError(f"agent {name!r} was terminated by the task; it takes no more actions (the env "
+                                 f"keeps it standing still): drop it from the dict")
         if self.done[i]:
             raise AgentDoneError(f"agent {name!r} is truncated at step {tracker.step[i]} (max_steps="
                                  f"{self.max_steps}); it takes no more actions: drop it from the dict")

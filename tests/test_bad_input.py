@@ -242,7 +242,7 @@ def test_move_into_a_wall_or_off_the_map_is_accepted_and_reported():
     (dict(max_vel=True), "max_vel must be an int >= 1"),
     (dict(max_steps=0), "max_steps must be an int >= 1"),
     (dict(perception="circle"), "perception must be 'box' or 'arena'"),
-    (dict(render_mode="human"), "render_mode must be None or 'ansi'"),
+    (dict(render_mode="video"), "render_mode must be None or one of"),
     (dict(bound="oracle"), "unknown bound 'oracle'"),
     (dict(agents=0), "agents must be >= 1"),
     (dict(agents=True), "agents must be a count"),

@@ -64,23 +64,26 @@ def test_position_observations_are_the_full_observations_tiles(trace):
     assert full.positions == pos.positions and full.stats == pos.stats
 
 
-def test_observe_gives_the_full_observation_in_position_mode_mid_run(trace):
+def test_observe_hands_out_what_step_did_in_both_modes_mid_run(trace):
     full, pos = trace_env(trace), trace_env(trace)
     full.observation_mode = "full"
     full.reset(seed=0)
     pos.reset(seed=0)
     rng = np.random.default_rng(2)
-    handed = {}
+    handed, handed_tiles = {}, {}
     for _ in range(4):  # a few calls on a subset of the ready agents, the same in both
         acts = {a: int(rng.integers(0, 9)) for a in full.ready_agents()[:8]}
         got, *_ = full.step(acts)
-        pos.step(acts)
+        tiles, *_ = pos.step(acts)
         handed.update(got)
+        handed_tiles.update(tiles)
     ready = pos.ready_agents()
     assert ready == full.ready_agents() and set(ready) & set(handed)
     assert any(pos.agent_step(a) > 0 for a in ready)  # mid-run, not the reset observation
     for a in set(ready) & set(handed):
-        np.testing.assert_equal(pos.observe(a), handed[a])
+        np.testing.assert_equal(full.observe(a), handed[a])
+        assert pos.observe(a) == handed_tiles[a] == tuple(handed[a]["position"])
+        assert pos.observation_space(a).contains(pos.observe(a))
 
 
 def _act(agent, obs, step):

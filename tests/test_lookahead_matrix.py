@@ -8,7 +8,6 @@ crash of issue 13)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import pytest
 
@@ -43,12 +42,12 @@ def test_the_matrix_covers_every_shipped_workload_and_window():
 def test_every_lookahead_runs_on_every_shipped_workload_and_window(workload, window):
     s, e = SLICES[workload, window]
     trace = load_workload(workload, agents=25, window=window).window(s, e)
-    cfg = BenchConfig(workload=workload, window=window, gpus=8, bound="map", rules="versioned",
+    cfg = BenchConfig.of(workload=workload, window=window, gpus=8, bound="map", rules="versioned",
                       progress=False, lower_bounds=False)
     calls = set()
     for lookahead in LOOKAHEADS:
         replayed = plan_ahead(trace) if lookahead == "plan-ahead" else trace
-        got = run_mode(replayed, replace(cfg, lookahead=lookahead), "async")
+        got = run_mode(replayed, cfg.replace(lookahead=lookahead), "async")
         assert got.agent_steps == 25 * (e - s)
         calls.add(got.llm_calls)
     assert len(calls) == 1  # the same calls, whatever is declared

@@ -3,6 +3,7 @@ declared it, and only what they keep."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 
 import numpy as np
 import pytest

@@ -17,12 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {
     "examples/llm_village.py": (["--agents", "4", "--steps", "5"], "malformed answers"),
     "examples/replay_real_run.py": (["--steps", "30", "--perception", "box"], "| box | 750 |"),
+    "examples/evaluate.py": (["--seeds", "1", "--agents", "4", "--steps", "10", "--tasks", "goto"],
+                             "returns in sync and async: equal on every seed"),
     "benchmarks/bench_bounds.py": (["--steps", "30", "--no-precompute", "--horizons", "8"],
                                    "lockstep dependencies per agent-step"),
     "benchmarks/bench_env.py": (["--agents", "100", "--steps", "3"], "| 100 | async |"),
     "benchmarks/bench_lookahead.py": (["--points", "busy:25:8", "--steps", "20"], "| busy 25@8 |"),
     "benchmarks/ray_actors.py": (["--agents", "4", "--steps", "2", "--actors", "2", "--num-cpus", "2",
                                   "--latency", "0.001"], "ray x2"),
+    "benchmarks/fit_simulator.py": ([], "per-iteration cost"),
+    "benchmarks/validate_simulator.py": (["--closed-loop"], "| 64 |"),
     # the real-GPU check's report, from the results committed with it (build_model.py needs torch
     # and a GPU: benchmarks/gpu/README.md)
     "benchmarks/gpu/report.py": ([], "| slice | async/sync real | async/sync simulated |"),

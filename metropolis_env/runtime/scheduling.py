@@ -80,15 +80,16 @@ class DependencyPolicy(SchedulingPolicy):
         self.ready_obs: dict[str, Any] = {}
         self.index = {a: i for i, a in enumerate(env.possible_agents)}
         obs = env.reset(seed=seed)[0] if fresh else {a: env.observe(a) for a in env.ready_agents()}
-        self.enqueue(obs, {})
+        self.enqueue(obs, {}, {})
 
-    def enqueue(self, new_obs: Mapping[str, Any], truncs: Mapping[str, bool]) -> None:
+    def enqueue(self, new_obs: Mapping[str, Any], truncs: Mapping[str, bool], terms: Mapping[str, bool]) -> None:
+        # done agents (truncated, or terminated by the env's task) act no more
         env, seen = self.env, set()
         for a, o in new_obs.items():
-            if not truncs.get(a):
+            if not (truncs.get(a) or terms.get(a)):
                 self.ready_obs[a] = o
         for a in new_obs:
-            if truncs.get(a) or a in seen:
+            if truncs.get(a) or terms.get(a) or a in seen:
                 continue
             cl = env.ready_cluster(a)
             seen.update(cl)
@@ -100,10 +101,10 @@ class DependencyPolicy(SchedulingPolicy):
 
     def commit(self, entry, actions):
         step, _, cl = entry
-        new_obs, _, _, truncs, _ = self.env.step(actions)
+        new_obs, _, terms, truncs, _ = self.env.step(actions)
         for a in cl:
             self.mark(a, step, actions[a])
-        self.enqueue(new_obs, truncs)
+        self.enqueue(new_obs, truncs, terms)
 
     def step_range(self):
         return self.env.step_range

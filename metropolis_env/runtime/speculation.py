@@ -28,7 +28,8 @@ from collections import deque
 from typing import Any
 
 from ..errors import AgentStepError, ConfigError, MetropolisError
-from ..prediction import OwnState, agent_view, observation_key, own_after, own_state, predict, watchers
+from ..prediction import (VIEWS, OwnState, agent_view, full_observation, observation_key, own_after, own_state, predict,
+                          watchers)
 from . import eager
 from .agent import LLMClient
 from .checkpoint import CheckpointObserver, restore, snapshot
@@ -176,6 +177,9 @@ class Speculation(RunObserver):
                               f"modes never hold an agent back on a prediction")
         if not isinstance(controller.runner, LocalExecutor):
             raise ConfigError("speculation runs agents in this process only (no executor): it copies them")
+        if controller.env.observation_mode not in VIEWS:
+            raise ConfigError(f"speculation hands agents predicted observations of modes {VIEWS}, not "
+                              f"{controller.env.observation_mode!r}")
         if any(isinstance(o, CheckpointObserver) for o in controller.observers):
             raise ConfigError("speculation and checkpointing cannot be combined yet; drop one of them")
         self._stateless = {}
@@ -364,7 +368,7 @@ class Speculation(RunObserver):
             self._discard(agent)
             return None
         failed = ahead.action.done() and (ahead.action.cancelled() or ahead.action.exception() is not None)
-        if failed or observation_key(self.env.observe(agent)) != ahead.key:
+        if failed or observation_key(full_observation(self.env, agent)) != ahead.key:
             self.misses += 1
             self._discard(agent)
             return None
