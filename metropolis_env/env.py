@@ -20,7 +20,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import navigation as nav
-from . import prediction
 from . import spaces as msp
 from .actions import Action, ActionParser, declares_promise
 from .bounds import make_bound
@@ -326,17 +325,6 @@ class AsyncParallelEnv:
         if i not in self._subs.ready and not self._subs.done[i]:
             raise AgentNotReadyError(self._subs.not_ready_message(i, tr, "its observation is not final yet"))
         return self._observation.observe(self._observer, i, self._observer.perceived(i))
-
-    def predict_observation(self, agent: str, actions: Sequence[Any] = ()) -> dict:
-        """The observation `agent` would get after taking `actions` (its next actions, in order;
-        none: at its current step) if no agent behind it entered its view meanwhile: agents at or
-        ahead of that step as the rules will read them, laggards where they are now; as the
-        observation dict, whatever the observation_mode. Exact for a ready agent and no actions.
-        Never changes env state; for speculation (runtime/speculation.py, prediction.py)."""
-        own = prediction.own_state(self, agent)
-        for action in actions:
-            own = prediction.own_after(self, agent, own, action)
-        return prediction.predict(self, agent, own)[0]
 
     def agent_step(self, agent: str) -> int:
         """The step `agent` will compute next (== steps taken so far)."""

@@ -12,7 +12,7 @@ that before it uses anything computed on one.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 from .navigation import landing
 from .world import Tile
@@ -45,6 +45,17 @@ def own_after(env, agent: str, own: OwnState, action: Any) -> OwnState:
     act = env._parser.parse(action, agent, own.step)
     tile = landing(env.world, own.position, env._offsets[act.move])[0]
     return OwnState(own.step + 1, tile, own.activity if act.activity is None else act.activity, act.utterance)
+
+
+def predict_observation(env, agent: str, actions: Sequence[Any] = ()) -> dict:
+    """The observation dict `agent` would get after taking `actions` (its next actions, in
+    order; none: at its current step) if no agent behind it entered its view meanwhile: agents at
+    or ahead of that step as the rules will read them, laggards where they are now. Exact for a
+    ready agent and no actions. Never changes env state."""
+    own = own_state(env, agent)
+    for action in actions:
+        own = own_after(env, agent, own, action)
+    return predict(env, agent, own)[0]
 
 
 def predict(env, agent: str, own: OwnState | None = None,

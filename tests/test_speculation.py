@@ -22,6 +22,7 @@ from metropolis_env import clock
 from metropolis_env.agents.village import VillagerAgent
 from metropolis_env.backends.base import Backend, LLMResponse
 from metropolis_env.backends.replay import RecordingBackend, ReplayBackend
+from metropolis_env.prediction import predict_observation
 from metropolis_env.runtime import Controller
 from metropolis_env.runtime import speculation as spec_module
 from metropolis_env.runtime.speculation import Speculation
@@ -256,10 +257,10 @@ def test_predict_observation_reads_only_and_is_exact_for_ready_agents(rules):
     blocked = [a for a in env.possible_agents if not env.is_ready(a)]
     assert blocked
     for a in env.possible_agents:
-        predicted = env.predict_observation(a)
+        predicted = predict_observation(env, a)
         if env.is_ready(a):
             assert spec_module.observation_key(predicted) == spec_module.observation_key(env.observe(a))
-        env.predict_observation(a, [{"move": 0, "activity": "x", "utterance": "y"}])
+        predict_observation(env, a, [{"move": 0, "activity": "x", "utterance": "y"}])
     assert repr(env.snapshot()) == before
 
 
