@@ -105,7 +105,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
 
 def cmd_resume(a: argparse.Namespace) -> int:
-    from .runtime.checkpoint import resume
+    from .runtime.resume import resume
 
     metrics = resume(a.directory, progress=_bars(a.no_progress))
     print(f"resumed run finished: {metrics.agent_steps} agent-steps, {metrics.llm_calls} LLM calls, "

@@ -44,3 +44,26 @@ class InvalidActionError(MetropolisError, ValueError):
 
 class InvalidActionsError(InvalidActionError, TypeError):
     """`step()` was given something other than a dict of actions."""
+
+
+class AgentStepError(MetropolisError, RuntimeError):
+    """An agent's step failed (its act() raised, e.g. a non-retryable LLM error); names the agent
+    and the step, and keeps the cause."""
+
+    def __init__(self, agent: str, step: int, cause: BaseException):
+        super().__init__(f"agent {agent!r} failed at step {step}: {type(cause).__name__}: {cause}")
+        self.agent, self.step, self.cause = agent, step, cause
+
+
+def portable(error: BaseException) -> BaseException:
+    """`error` itself if it survives pickling (to cross a process boundary), else a
+    MetropolisError "Type: message": exceptions of user code (and AgentStepError, whose
+    constructor takes its parts) need not be picklable, and the other side must still learn what
+    went wrong."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        return MetropolisError(f"{type(error).__name__}: {error}")

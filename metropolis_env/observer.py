@@ -12,7 +12,7 @@ the step is final.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -111,6 +111,38 @@ class Observer:
                                for name, q, activity, utterance in seen),
             "action_mask": move_mask(self.world, p, self.max_vel),
         }
+
+    def predict(self, i: int, step: int, own: tuple[Tile, str, str],
+                guess: Callable[[int, int], tuple[Tile, str, str] | None] | None = None) -> tuple[dict, bool]:
+        """The observation (`full`'s layout) agent i would get at `step`, being then in state `own`
+        = (tile, activity, utterance), if no laggard entered its view; and whether a laggard is in
+        that predicted view. Agents at or ahead of `step` are read as the rules read them then;
+        laggards where they are now, or as `guess(j, step)` has them when it answers. Reads only.
+        """
+        tr, public, names = self.tracker, self.public_state, self.names
+        p = own[0]
+        reach = self.perception.radius_p + max(0, tr.max_step - step) * self.max_vel
+        states = {}
+        for j in tr.near(p, reach):
+            if j == i:
+                continue
+            if tr.step[j] >= step:
+                states[j] = public.at(tr, j, step)
+            else:
+                g = guess(j, step) if guess is not None else None
+                states[j] = g if g is not None else (tr.pos[j], public.activity[j], public.utterance[j])
+        seen = self.perception.perceived(p, [(j, s[0]) for j, s in states.items()])
+        lagging = any(tr.step[j] < step for j in seen)
+        return {
+            "position": np.array(p, dtype=np.int64),
+            "step": step,
+            "location": self.location(p),
+            "activity": own[1],
+            "utterance": own[2],
+            "perceived": tuple({"name": names[j], "position": np.array(states[j][0], dtype=np.int64),
+                                "activity": states[j][1], "utterance": states[j][2]} for j in seen),
+            "action_mask": move_mask(self.world, p, self.max_vel),
+        }, lagging
 
     def vector(self, i: int, perceived: list[int]) -> np.ndarray:
         """The vector observation (vector.py) of ready agent `i`."""

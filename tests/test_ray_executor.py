@@ -245,3 +245,42 @@ def test_package_import_does_not_import_ray():
     code = ("import sys, metropolis_env, metropolis_env.runtime, metropolis_env.runtime.executors; "
             "sys.exit(1 if 'ray' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_stop_reports_one_entry_per_actor_when_close_times_out():
+    """stats answers and close times out: still one per-actor entry (was two for that actor)."""
+
+    class Timeout:
+        def remote(self):
+            async def never():
+                raise asyncio.TimeoutError
+            return never()
+
+    class Answer:
+        def __init__(self, value):
+            self.value = value
+
+        def remote(self):
+            async def answer():
+                return self.value
+            return answer()
+
+    class Handle:
+        def __init__(self, served, close):
+            self.stats, self.close = Answer({"served": served}), close
+
+    class FakeRay:
+        class exceptions:
+            RayTaskError = RuntimeError
+
+        killed: list = []
+
+        def kill(self, handle, no_restart):
+            self.killed.append(handle)
+
+    ex = RayExecutor(backend_factory=BACKEND)
+    ex._ray, ex._died = FakeRay(), (ConnectionError,)
+    ex._handles = [Handle(3, Timeout()), Handle(4, Answer(None))]
+    stats = asyncio.run(ex.stop())
+    assert stats["per_actor"] == [{"served": 3}, {"served": 4}]
+    assert stats["served"] == 7 and stats["actors"] == 2

@@ -21,10 +21,13 @@ from typing import Any
 from ..errors import ConfigError
 from ..env import RULES
 from ..runtime.controller import MODES
+from ..runtime.speculation import DEPTH as SPECULATION_DEPTH
 from ..workloads.promises import LOOKAHEADS
 from .options import comma_list
 
 WINDOWS = ("full", "busy", "quiet")
+#: The bench's run of async mode with speculation (`--speculate`, runtime/speculation.py).
+SPEC_MODE = "async+spec"
 BACKENDS = ("sim", "openai")
 EXECUTORS = ("local", "ray")
 
@@ -172,6 +175,10 @@ class RunConfig:
         None, "comma-separated: single,sync,async,oracle,nodep (default: single,sync,async,oracle; single only "
         f"up to {SCALE.single_max_agents} agents, oracle only below {SCALE.oracle_min_skip:,})", type=comma_list)
     max_clusters: int | None = option(None, "cap on clusters in flight (default: none)", type=int)
+    speculate: int | None = option(
+        None, f"add an {SPEC_MODE} run: async with speculation, blocked agents computing up to DEPTH steps "
+        f"with LLM calls ahead on predicted observations, used only when exact (a bare --speculate: depth "
+        f"{SPECULATION_DEPTH}; docs/SPECULATION.md)", nargs="?", const=SPECULATION_DEPTH, type=int)
     executor: str = option("local", "where agent-steps run: local (this process) | ray (a pool of Ray actors)",
                            choices=EXECUTORS)
     ray_address: str | None = option(None, "Ray cluster to join with --executor ray (e.g. auto, "
@@ -190,7 +197,7 @@ class RunConfig:
     record_calls: bool = False
 
     def validate(self) -> None:
-        bad = [m for m in self.modes or () if m not in MODES]
+        bad = [m for m in self.modes or () if m not in MODES and not (m == SPEC_MODE and self.speculate)]
         if bad:
             raise ConfigError(f"unknown modes {bad}; choose from {MODES}")
         if self.executor not in EXECUTORS:
@@ -199,6 +206,9 @@ class RunConfig:
             raise ConfigError(f"--actors must be >= 1, got {self.ray_actors}")
         if self.jobs is not None and self.jobs < 1:
             raise ConfigError(f"jobs must be >= 1, got {self.jobs}")
+        if self.speculate is not None and (self.speculate < 1 or self.executor != "local"):
+            raise ConfigError(f"--speculate takes a depth >= 1 and runs agents in this process (not with "
+                              f"--executor ray); got depth {self.speculate}, executor {self.executor}")
 
 
 SECTIONS = {"trace": TraceConfig, "llm": ServerConfig, "tracking": TrackingConfig, "run": RunConfig}
@@ -244,8 +254,10 @@ class BenchConfig:
     def resolved(self, scale: ScalePolicy = SCALE) -> BenchConfig:
         """The config with the settings left to the scale policy filled in."""
         agents = self.trace.agents
-        run = replace(self.run,
-                      modes=self.run.modes if self.run.modes is not None else scale.modes(agents),
+        modes = self.run.modes if self.run.modes is not None else scale.modes(agents)
+        if self.run.speculate and SPEC_MODE not in modes:
+            modes = (*modes, SPEC_MODE)
+        run = replace(self.run, modes=modes,
                       lower_bounds=(self.run.lower_bounds if self.run.lower_bounds is not None
                                     else scale.lower_bounds(agents)))
         return replace(self, run=run)

@@ -61,6 +61,12 @@ def table(result: BenchResult) -> str:
             f"{_f(r['speedup_vs_single'], '{:.2f}x')} | {_f(r['pct_of_oracle'], '{:.1f}%')} | "
             f"{r['parallelism']:.2f} | {r['deps_per_agent_step']:.2f} | {r['step_spread_mean']:.1f} | "
             f"{r['llm_calls']} | {r['tokens_in']} | {r['tokens_out']} | {r['wall_time_s']:.1f} |")
+    for r in result.rows():
+        if r["wasted_call_share"] is not None:
+            lines.append(f"speculation ({r['mode']}, depth {cfg.run.speculate}): hit rate "
+                         f"{_f(r['spec_hit_rate'], '{:.3f}')}, wasted_call_share {r['wasted_call_share']:.3f} "
+                         f"({r['wasted_calls']} calls, {r['wasted_tokens']} tokens), speculative share of "
+                         f"tokens served {r['spec_token_share']:.2f}")
     if result.critical_s is not None or result.gpu_limit_s is not None:
         lines.append("")
         lines.append(f"lower bounds: critical path {_f(result.critical_s, '{:.1f}')} s, "

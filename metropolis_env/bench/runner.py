@@ -5,17 +5,17 @@ from __future__ import annotations
 import contextlib
 import gc
 import multiprocessing
-import pickle
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errors import MetropolisError
+from ..errors import portable
 from ..runtime.controller import run
 from ..runtime.metrics import RunMetrics
+from ..runtime.speculation import Speculation
 from ..workloads.promises import plan_ahead
-from .config import BEST, PAPER, SERVER_STYLES, BenchConfig, ServerConfig
+from .config import BEST, PAPER, SERVER_STYLES, SPEC_MODE, BenchConfig, ServerConfig
 from .replay import trace_agents, trace_env, word_prompt
 
 __all__ = ["BEST", "PAPER", "BenchConfig", "BenchResult", "load_trace", "make_backend", "run_bench", "run_mode"]
@@ -59,6 +59,11 @@ class BenchResult:
                 "retries": m.retries,
                 "wall_time_s": m.wall_time_s,
                 "controller_us_per_agent_step": m.controller_us_per_agent_step,
+                "wasted_call_share": m.wasted_call_share,
+                "wasted_calls": m.wasted_calls,
+                "wasted_tokens": m.wasted_tokens,
+                "spec_hit_rate": m.spec_hit_rate,
+                "spec_token_share": m.spec_token_share,
             })
         return out
 
@@ -125,8 +130,10 @@ def run_mode(trace, cfg: BenchConfig, mode: str, progress_position: int | None =
         backend = None
     else:
         executor, backend = None, make_backend(llm)
+    speculation = Speculation(depth=r.speculate) if mode == SPEC_MODE else None
     with _quiet_gc():
-        return run(env, agents, backend, mode, seed=cfg.trace.seed, max_clusters=r.max_clusters,
+        return run(env, agents, backend, "async" if speculation else mode, seed=cfg.trace.seed,
+                   max_clusters=r.max_clusters, speculation=speculation,
                    dependencies=trace.perceived if mode == "oracle" else None,
                    progress=r.progress, record_calls=r.record_calls, executor=executor,
                    progress_position=progress_position)
@@ -193,11 +200,10 @@ def _worker_run(cfg: BenchConfig, mode: str, position: int) -> RunMetrics:
     try:
         return run_mode(_WORKER_TRACE, cfg, mode, progress_position=position if cfg.run.progress else None)
     except Exception as e:
-        try:
-            pickle.loads(pickle.dumps(e))
-        except Exception:  # e.g. AgentStepError: sent back as a MetropolisError with its message
-            raise MetropolisError(f"{type(e).__name__}: {e}") from None
-        raise
+        sent = portable(e)  # e.g. AgentStepError: sent back as a MetropolisError with its message
+        if sent is e:
+            raise
+        raise sent from None
 
 
 def _run_modes_in_workers(trace, cfg: BenchConfig, jobs: int) -> dict[str, RunMetrics]:

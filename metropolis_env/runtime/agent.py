@@ -23,10 +23,13 @@ class Agent(Protocol):
 
 class LLMClient:
     """An agent-step's handle on the backend: fills in agent, step and chain index, and reports
-    every call to the run's metrics."""
+    every call to the run's metrics. Calls of a speculative step (computed ahead on a predicted
+    observation) carry `speculative=True`: servers run them behind every other call."""
 
-    def __init__(self, backend: Backend, agent: str, step: int, metrics, model: str | None = None):
+    def __init__(self, backend: Backend, agent: str, step: int, metrics, model: str | None = None,
+                 speculative: bool = False):
         self._backend = backend
+        self.speculative = speculative
         self.agent = agent
         self.step = step
         self._metrics = metrics
@@ -42,7 +45,7 @@ class LLMClient:
                          messages=tuple(messages) if messages is not None else None,
                          max_tokens=max_tokens, input_tokens=input_tokens,
                          output_tokens=output_tokens, temperature=temperature,
-                         model=model or self._model, extra=extra)
+                         model=model or self._model, speculative=self.speculative, extra=extra)
         self.calls += 1
         self._metrics.call_started()
         try:

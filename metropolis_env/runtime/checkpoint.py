@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import ConfigError, MetropolisError
+from ..errors import AgentStepError, ConfigError, MetropolisError
+from .observers import RunObserver
 
 CHECKPOINT = "checkpoint.pkl"
 CALLS = "calls.jsonl"
@@ -100,6 +101,47 @@ class Checkpointer:
         return d / CHECKPOINT
 
 
+class CheckpointObserver(RunObserver):
+    """Checkpointing as an observer of a run: pickles each agent as it is dispatched (so a
+    checkpoint never holds half a step), and saves env, agents, ledger and `settings` every
+    `checkpointer.every` commits (between commits), on failure and at the end.
+
+    agents: the run's {name: agent} (the live dict); ledger: () -> {agent: committed steps}.
+    """
+
+    def __init__(self, checkpointer: Checkpointer, env: Any, agents: dict, ledger: Callable[[], dict],
+                 settings: dict[str, Any]):
+        self.checkpointer, self.env, self.agents = checkpointer, env, agents
+        self.ledger, self.settings = ledger, dict(settings)
+        self._snapshots: dict[str, bytes] = {}  # agents now acting, as they were at dispatch
+
+    def dispatched(self, agent: str, step: int) -> None:
+        self._snapshots[agent] = snapshot(self.agents[agent], self.env)
+
+    def committed(self, agent: str, step: int, action: Any) -> None:
+        self.checkpointer.since_last += 1
+        self._snapshots.pop(agent, None)
+
+    def between_commits(self) -> None:
+        if self.checkpointer.since_last >= self.checkpointer.every:
+            self.save()
+
+    def failed(self, error: BaseException) -> str | None:
+        if not isinstance(error, AgentStepError):
+            return None
+        path = self.save()
+        return f"run checkpointed in {path.parent}; fix the cause and `metropolis-env resume {path.parent}`"
+
+    def finished(self) -> None:
+        self.save()
+
+    def save(self) -> Path:
+        snapshots = dict(self._snapshots)
+        return self.checkpointer.save(dict(
+            self.settings, env=self.env, snapshots=snapshots, committed=self.ledger(),
+            agents={n: a for n, a in self.agents.items() if n not in snapshots}))
+
+
 class _EnvRefPickler(pickle.Pickler):
     def __init__(self, f, env):
         super().__init__(f, protocol=pickle.HIGHEST_PROTOCOL)
@@ -142,24 +184,3 @@ def load(directory: str | os.PathLike) -> dict[str, Any]:
             return pickle.load(f)
     except Exception as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
-
-
-def resume(directory: str | os.PathLike, progress: bool = False):
-    """Continue a checkpointed run to the end; returns the metrics of the resumed part.
-
-    The env, agents and ledger come from the checkpoint; steps that were in flight when the run
-    died are run again (their completed LLM calls are served from calls.jsonl).
-    """
-    from .. import clock
-    from .controller import Controller
-
-    state = load(directory)
-    ck = Checkpointer(directory, state["backend_factory"], every=state["every"])
-    backend = ck.build_backend()
-    agents = dict(state["agents"])
-    agents.update({name: restore(data, state["env"]) for name, data in state["snapshots"].items()})
-    controller = Controller(state["env"], agents, backend, state["mode"],
-                            seed=state["seed"], max_clusters=state["max_clusters"],
-                            models=state["models"], progress=progress, checkpoint=ck,
-                            resume_state=state)
-    return clock.run(controller.run(), virtual=backend.virtual_time)

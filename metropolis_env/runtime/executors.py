@@ -1,8 +1,8 @@
-"""Executors: where agent-steps run when not in the controller's own event loop.
+"""Step runners (executors): where agent-steps run.
 
 The controller (driver) always keeps the ready queue, the dependency tracker and the ack loop; an
-executor only runs ready clusters and hands back their actions. With `executor=None` the agents run
-in the driver's loop (the local runtime). `RayExecutor` runs them on a pool of async Ray actors,
+executor only runs ready clusters and hands back their actions. `LocalExecutor` runs the agents in
+the driver's own event loop on one backend (the default). `RayExecutor` runs them on a pool of async Ray actors,
 each hosting a fixed share of the agents, which make their LLM calls from inside the actor through
 a backend the actor builds itself from a picklable factory (a backend instance is never shipped).
 
@@ -35,12 +35,15 @@ import pickle
 import time
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from ..errors import ConfigError, MetropolisError
+from ..backends.base import Backend
+from ..errors import AgentStepError, ConfigError, MetropolisError, portable
+from . import eager
 from .agent import Agent, LLMClient, StepContext
+from .metrics import CallRecord
 
 
 class Executor(Protocol):
-    """Runs agent-steps for a Controller.
+    """Runs agent-steps for a Controller (the step-runner protocol).
 
     start(agents, models): called once, before the run's clock starts; owns the agents from then.
     act_cluster(cl, step, obs, metrics): run every member of cluster `cl` at `step` on its
@@ -48,7 +51,11 @@ class Executor(Protocol):
         `metrics`, return {agent: action}; raise AgentStepError for a failed agent step.
     stop(): release workers; returns the backend stats of the run. Called once, also on failure.
     agents(): the agents at their last received state (after a successful run: the final state).
+    inline: whether steps may start inside the caller's task before their first suspension
+        (eager.start's `manual`): only on the virtual clock, where it saves a Task per step.
     """
+
+    inline: bool
 
     async def start(self, agents: Mapping[str, Agent], models: Mapping[str, str]) -> None: ...
 
@@ -57,6 +64,76 @@ class Executor(Protocol):
     async def stop(self) -> dict: ...
 
     def agents(self) -> dict[str, Agent]: ...
+
+
+class LocalExecutor:
+    """Runs agent-steps in this event loop on `backend`; the agents stay the caller's objects
+    (after a run they hold the final state; a checkpoint may pickle them between commits)."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        # Real clients (httpx/anyio) need each step in its own task; see eager.start.
+        self.inline = bool(getattr(backend, "virtual_time", False))
+        self._agents: dict[str, Agent] = {}
+        self._models: dict[str, str] = {}
+
+    async def start(self, agents: Mapping[str, Agent], models: Mapping[str, str]) -> None:
+        self._agents, self._models = agents, dict(models)  # the caller's dict, not a copy
+
+    async def act_cluster(self, cl: Sequence[str], step: int, obs: Sequence[Any], metrics) -> dict[str, Any]:
+        if len(cl) == 1:
+            return {cl[0]: await self.act(self._agents[cl[0]], cl[0], step, obs[0], metrics)}
+        acts = await gather_eager([self.act(self._agents[a], a, step, o, metrics) for a, o in zip(cl, obs)],
+                                  self.inline)
+        return dict(zip(cl, acts))
+
+    async def act(self, agent: Agent, name: str, step: int, obs: Any, metrics, llm: LLMClient | None = None) -> Any:
+        """One step of `agent` (named `name`) on `obs`; its calls and latency go to `metrics`;
+        `llm`: the step's client, if the caller made it (a speculative one)."""
+        if llm is None:
+            llm = LLMClient(self.backend, name, step, metrics, self._models.get(name))
+        t0 = metrics.now()
+        try:
+            action = await agent.act(obs, StepContext(name, step, llm))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # any failure of an agent step ends the run, named
+            raise AgentStepError(name, step, e) from e
+        metrics.step_done(metrics.now() - t0)
+        return action
+
+    async def stop(self) -> dict:
+        return self.backend.stats()
+
+    def agents(self) -> dict[str, Agent]:
+        return self._agents
+
+
+async def gather_eager(coros: list, manual: bool = True) -> list:
+    """Like gather(), but steps that need no waiting finish without a Task; on the first
+    failure the others are cancelled."""
+    started: list = []
+    try:
+        for c in coros:
+            started.append(eager.start(c, manual))
+        tasks = [s for s in started if not isinstance(s, eager.Done)]
+        if tasks:
+            await asyncio.gather(*tasks)
+    except BaseException:
+        for c in coros[len(started):]:
+            c.close()
+        await cancel_all([s for s in started if not isinstance(s, eager.Done)])
+        raise
+    return [s.value if isinstance(s, eager.Done) else s.result() for s in started]
+
+
+async def cancel_all(tasks) -> None:
+    """Cancel the tasks not yet done and wait until they are."""
+    pending = [t for t in tasks if not t.done()]
+    for t in pending:
+        t.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 class ExecutorError(MetropolisError, RuntimeError):
@@ -80,7 +157,7 @@ class _CallLog:
     __slots__ = ("calls", "_t")
 
     def __init__(self):
-        self.calls: list[tuple] = []
+        self.calls: list[CallRecord] = []
         self._t = 0.0
 
     def call_started(self) -> None:
@@ -91,10 +168,9 @@ class _CallLog:
 
     def record_call(self, req, resp) -> None:
         end = asyncio.get_running_loop().time()
-        # (index, span start, span end, backend start, backend end, tokens in, out, retries); times
-        # are the actor loop's clock, turned into wall time by the host before they leave.
-        self.calls.append((req.index, self._t, end, resp.start, resp.end,
-                           resp.input_tokens, resp.output_tokens, resp.retries))
+        # Times are the actor loop's clock, turned into wall time by the host before they leave.
+        self.calls.append(CallRecord(req.index, self._t, end, resp.start, resp.end,
+                                     resp.input_tokens, resp.output_tokens, resp.retries))
 
 
 def _snapshot(agent: Any) -> tuple[str, Any]:
@@ -159,9 +235,8 @@ class AgentHost:
             latency = loop.time() - t0
             snap = _snapshot(agent)
         except Exception as e:  # reported to the driver, which ends the run naming agent and step
-            return (name, False, _portable(e), None, 0.0, ())
-        w = self._loop_to_wall
-        calls = tuple((i, s + w, e + w, bs + w, be + w, ti, to, r) for i, s, e, bs, be, ti, to, r in log.calls)
+            return (name, False, portable(e), None, 0.0, ())
+        calls = tuple(c.shifted(self._loop_to_wall) for c in log.calls)
         return (name, True, action, snap, latency, calls)
 
     async def stats(self) -> dict:
@@ -170,15 +245,6 @@ class AgentHost:
     async def close(self) -> None:
         if self._backend is not None:
             await self._backend.aclose()
-
-
-def _portable(e: BaseException) -> BaseException:
-    # Exceptions of agents need not be picklable; the driver still gets type and message.
-    try:
-        pickle.loads(pickle.dumps(e))
-        return e
-    except Exception:
-        return RuntimeError(f"{type(e).__name__}: {e}")
 
 
 # -- the driver side --------------------------------------------------------------------------
@@ -207,6 +273,8 @@ class RayExecutor:
     its actor. The backend stats are each actor's `stats()` (in "per_actor") with integer counters
     summed over actors.
     """
+
+    inline = False  # actors run on real time
 
     def __init__(self, num_actors: int = 4, backend_factory: Callable[[], Any] | None = None, *,
                  address: str | None = None, max_concurrency: int = 1000,
@@ -325,8 +393,6 @@ class RayExecutor:
         return {a: by_agent[a] for a in cl}
 
     async def _run_part(self, k: int, step: int, items: list[tuple[str, Any]], metrics) -> list[Any]:
-        from .controller import AgentStepError
-
         while True:
             gen, handle, seeded = self._gen[k], self._handles[k], self._seeded[k]
             payload = []
@@ -361,8 +427,7 @@ class RayExecutor:
             actions.append(value)
             metrics.step_done(latency)
             for c in calls:
-                metrics.record_remote_call(name, step, c[0], c[1] + off, c[2] + off, c[3] + off, c[4] + off,
-                                           c[5], c[6], c[7])
+                metrics.record_remote_call(name, step, CallRecord(*c).shifted(off))
         return actions
 
     def _respawn(self, k: int) -> None:
@@ -376,12 +441,17 @@ class RayExecutor:
         if not self._handles:
             return {}
         per_actor = []
+        failed = (asyncio.TimeoutError, *self._died, self._ray.exceptions.RayTaskError)
         for h in self._handles:
+            try:  # one entry per actor, whether stats, close, both or neither answer
+                stats = await asyncio.wait_for(_await(h.stats.remote()), timeout=30)
+            except failed:
+                stats = {}
+            per_actor.append(stats)
             try:
-                per_actor.append(await asyncio.wait_for(_await(h.stats.remote()), timeout=30))
                 await asyncio.wait_for(_await(h.close.remote()), timeout=30)
-            except (asyncio.TimeoutError, *self._died, self._ray.exceptions.RayTaskError):
-                per_actor.append({})
+            except failed:
+                pass
         for h in self._handles:
             self._ray.kill(h, no_restart=True)
         self._handles = []

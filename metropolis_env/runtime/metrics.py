@@ -4,11 +4,43 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from ..backends.base import LLMRequest, LLMResponse
+
+
+class CallSpan(NamedTuple):
+    """One LLM call of a run, for Gantt plots (`RunMetrics.calls`); times in the run's clock."""
+
+    agent: str
+    step: int
+    index: int
+    start: float
+    end: float
+
+
+class CallRecord(NamedTuple):
+    """One LLM call made on another worker, as it reaches the driver's metrics.
+
+    sent / answered: the client's span (request sent, answer received); start / end: the
+    backend's own times for the request; all in one clock (the worker turns them into the
+    driver's before they leave)."""
+
+    index: int
+    sent: float
+    answered: float
+    start: float
+    end: float
+    tokens_in: int
+    tokens_out: int
+    retries: int
+
+    def shifted(self, offset: float) -> "CallRecord":
+        """The record with every time moved by `offset` seconds (one clock to another)."""
+        return self._replace(sent=self.sent + offset, answered=self.answered + offset,
+                             start=self.start + offset, end=self.end + offset)
 
 
 @dataclass
@@ -41,10 +73,18 @@ class RunMetrics:
     step_latency_p90: float = 0.0
     step_latency_p99: float = 0.0
     controller_us_per_agent_step: float = 0.0
+    #: Speculation (None when off): LLM calls of discarded speculative steps (cancelled ones
+    #: included), their share of all calls issued, their completed tokens, the share of held
+    #: steps whose prediction was exact, and speculative calls' share of all tokens served.
+    wasted_calls: int | None = None
+    wasted_call_share: float | None = None
+    wasted_tokens: int | None = None
+    spec_hit_rate: float | None = None
+    spec_token_share: float | None = None
     backend: dict = field(default_factory=dict)
     #: (time, outstanding requests) at every change; for plots, not serialised.
     timeline: list = field(default_factory=list, repr=False)
-    #: (agent, step, index, start, end) of every call when recorded; for Gantt plots.
+    #: CallSpan (agent, step, index, start, end) of every call when recorded; for Gantt plots.
     calls: list | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,7 +112,7 @@ class MetricsRecorder:
         self._t_spread = self.t0
         self.llm_calls = self.tokens_in = self.tokens_out = self.retries = 0
         self.step_latencies: list[float] = []
-        self.calls: list[tuple[str, int, int, float, float]] | None = [] if record_calls else None
+        self.calls: list[CallSpan] | None = [] if record_calls else None
         self.timeline: list[tuple[float, int]] = []  # (time, outstanding) change points
         self._remote_spans: list[tuple[float, float]] = []
 
@@ -100,22 +140,22 @@ class MetricsRecorder:
         self.tokens_out += resp.output_tokens
         self.retries += resp.retries
         if self.calls is not None:
-            self.calls.append((req.agent, req.step, req.index, resp.start - self.t0, resp.end - self.t0))
+            self.calls.append(CallSpan(req.agent, req.step, req.index, resp.start - self.t0, resp.end - self.t0))
 
-    def record_remote_call(self, agent: str, step: int, index: int, sent: float, answered: float,
-                           start: float, end: float, tokens_in: int, tokens_out: int, retries: int) -> None:
-        """A call made on another worker (a Ray actor), in this recorder's clock: counts as
-        call_started at `sent`, call_finished at `answered` and record_call with the backend's
-        `start`/`end`. Parallelism stays the time-integral of outstanding calls (the sum of the
-        spans); the timeline is rebuilt from the spans at finish, as they arrive out of order."""
-        self._area_outstanding += answered - sent
-        self._remote_spans.append((sent - self.t0, answered - self.t0))
+    def record_remote_call(self, agent: str, step: int, call: CallRecord) -> None:
+        """A call made on another worker (a Ray actor), its times in this recorder's clock:
+        counts as call_started at `call.sent`, call_finished at `call.answered` and record_call
+        with the backend's `start`/`end`. Parallelism stays the time-integral of outstanding
+        calls (the sum of the spans); the timeline is rebuilt from the spans at finish, as they
+        arrive out of order."""
+        self._area_outstanding += call.answered - call.sent
+        self._remote_spans.append((call.sent - self.t0, call.answered - self.t0))
         self.llm_calls += 1
-        self.tokens_in += tokens_in
-        self.tokens_out += tokens_out
-        self.retries += retries
+        self.tokens_in += call.tokens_in
+        self.tokens_out += call.tokens_out
+        self.retries += call.retries
         if self.calls is not None:
-            self.calls.append((agent, step, index, start - self.t0, end - self.t0))
+            self.calls.append(CallSpan(agent, step, call.index, call.start - self.t0, call.end - self.t0))
 
     def set_spread(self, spread: int) -> None:
         t = self._clock()

@@ -1,0 +1,28 @@
+"""Resume: continue a checkpointed run (runtime/checkpoint.py) to its end, above the controller."""
+
+from __future__ import annotations
+
+import os
+
+from .. import clock
+from .checkpoint import Checkpointer, load, restore
+from .controller import Controller
+from .metrics import RunMetrics
+
+
+def resume(directory: str | os.PathLike, progress: bool = False) -> RunMetrics:
+    """Continue a checkpointed run to the end; returns the metrics of the resumed part.
+
+    The env, agents and ledger come from the checkpoint; steps that were in flight when the run
+    died are run again (their completed LLM calls are served from calls.jsonl).
+    """
+    state = load(directory)
+    ck = Checkpointer(directory, state["backend_factory"], every=state["every"])
+    backend = ck.build_backend()
+    agents = dict(state["agents"])
+    agents.update({name: restore(data, state["env"]) for name, data in state["snapshots"].items()})
+    controller = Controller(state["env"], agents, backend, state["mode"],
+                            seed=state["seed"], max_clusters=state["max_clusters"],
+                            models=state["models"], progress=progress, checkpoint=ck,
+                            resume_state=state)
+    return clock.run(controller.run(), virtual=backend.virtual_time)
