@@ -1,8 +1,8 @@
 """Fit the simulated server's per-iteration cost and per-GPU decode efficiencies, on fitting data only.
 
-Fitting data (docs/SIMULATOR.md, "Fit"): two server measurements and the paper's single-thread
-time (one request at a time). Nothing here reads the paper's sync, async or oracle figures: those
-are the validation (docs/SIMULATOR.md, "Validation").
+Fitting data (docs/SIMULATOR.md, "Fit"): two server measurements, a GEMM measurement on the L4
+and the paper's single-thread time (one request at a time). Nothing here reads the paper's sync,
+async or oracle figures: those are the validation (docs/SIMULATOR.md, "Validation").
 
     python benchmarks/fit_simulator.py
 
@@ -24,6 +24,8 @@ A100_TPOT_S = 1 / 75.0
 # than single-thread, so single-thread took 119,886 s; our busy hour of 500 agents has 92,578 calls
 # of 640.6 prompt / 21.35 output tokens on average: 1.295 s a call.
 PAPER_SINGLE_S, CALLS, MEAN_IN, MEAN_OUT = 6148 * 19.5, 92_578, 641, 21
+# The L4's prefill share is not fitted here: it is measured (presets.EFFICIENCY: bf16 GEMMs on one L4,
+# 57.1 of 121 TFLOPS = 0.47) and enters the single-thread time the decode share is solved against.
 # Server measurement: Qwen2.5-0.5B-Instruct bf16 (0.49 B parameters, model card), vLLM v0.23.0 (V1),
 # one L4, 256 in / 128 out, concurrency 1: inter-token latency p50 5.1 ms (ai.wmx.dev/benchmarks).
 L4_SMALL_ITL_S, SMALL_WEIGHT_BYTES = 5.1e-3, 0.49e9 * 2
@@ -65,8 +67,12 @@ def fit_l4(engine: str) -> tuple[float, float]:
 def main() -> None:
     for engine in ("sglang", "vllm"):
         o, e = fit_l4(engine)
-        print(f"{engine} on L4: per-iteration cost {o * 1e3:.2f} ms, L4 decode share {e:.4f} (small-model "
-              f"step {L4_SMALL_ITL_S * 1e3:.1f} ms, paper single-thread {PAPER_SINGLE_S / CALLS:.3f} s a call)")
+        l4 = make_backend(f"l4-{engine}").config
+        got = latency(replace(l4, mem_efficiency=e, iteration_overhead_s=o), MEAN_IN, MEAN_OUT)
+        print(f"{engine} on L4: per-iteration cost {o * 1e3:.2f} ms, L4 decode share {e:.4f}"
+              f"{' (bound: 100 % of bandwidth)' if e >= 1.0 else ''}, prefill share {l4.compute_efficiency} "
+              f"(measured); small-model step {L4_SMALL_ITL_S * 1e3:.1f} ms, single call {got:.3f} s vs the "
+              f"paper's single-thread {PAPER_SINGLE_S / CALLS:.3f} s")
     a100 = make_backend("a100-40gb-vllm").config
 
     def tpot(e):

@@ -113,25 +113,25 @@ GiB = 2 ** 30
 #:   KV in 16-token blocks allocated as requests grow, preemption by recompute when blocks run out.
 #:   Memory: `gpu_memory_utilization` 0.9 minus weights, activation peak and non-torch memory:
 #:   1.26 GiB + 1.79 GiB for Meta-Llama-3-8B on one H100 (vLLM PR #10511, memory profiling log).
-#:   Per-iteration fixed cost 1.7 ms, fitted with the L4's decode share (EFFICIENCY) to a server
+#:   Per-iteration fixed cost 1.83 ms, fitted with the L4's decode share (EFFICIENCY) to a server
 #:   measurement, vLLM v0.23.0 on one L4 serving Qwen2.5-0.5B (0.49 B parameters): 5.1 ms between
-#:   tokens at concurrency 1 (ai.wmx.dev/benchmarks), of which its weights take 3.4 ms.
+#:   tokens at concurrency 1 (ai.wmx.dev/benchmarks), of which its weights take 3.27 ms at 100 %
+#:   of the L4's 300 GB/s.
 #: sglang: SGLang v0.1.x, the paper's server (v0.1.17): a prefill batch runs alone, before any
 #:   decode, admitting waiting requests while their prompts fit `max_prefill_tokens` (16384) and
 #:   the KV pool holds prompt + max_new_tokens of every running request; then up to
 #:   `num_continue_decode_steps` = 10 decode iterations before the next admission check
 #:   (python/sglang/srt/managers/controller/tp_worker.py, global_config.py). KV pool:
 #:   `mem_fraction_static` 0.88 of memory minus weights (server_args.py, tp 1), one-token pages.
-#:   Per-iteration fixed cost 1.7 ms, as vllm (no SGLang measurement here; the paper's
-#:   single-thread time leaves at most 2.7 ms a step even at 100 % of the L4's bandwidth).
+#:   Per-iteration fixed cost 1.83 ms, as vllm (no SGLang measurement here).
 #: roofline: the bare roofline of earlier versions (vLLM-style mixed batches, no CPU cost,
 #:   efficiencies 0.8 / 0.6): kept for comparison (`--gpu l4-roofline`).
 ENGINES: dict[str, dict[str, Any]] = {
     "vllm": {"scheduler": "vllm", "max_batch": 256, "max_batched_tokens": 8192, "block_size": 16,
              "gpu_memory_utilization": 0.9, "reserved_memory_bytes": (1.26 + 1.79) * GiB,
-             "iteration_overhead_s": 0.0017},
+             "iteration_overhead_s": 0.00183},
     "sglang": {"scheduler": "sglang", "max_batch": 256, "max_batched_tokens": 16384, "block_size": 1,
-               "gpu_memory_utilization": 0.88, "decode_steps": 10, "iteration_overhead_s": 0.0017},
+               "gpu_memory_utilization": 0.88, "decode_steps": 10, "iteration_overhead_s": 0.00183},
     "roofline": {"scheduler": "vllm", "mem_efficiency": 0.8, "compute_efficiency": 0.6,
                  "iteration_overhead_s": 0.0, "reserve_kv": True},
 }
@@ -139,22 +139,29 @@ DEFAULT_ENGINE = "sglang"  # the paper's server: `--gpu l4` is `l4-sglang`
 
 #: Achieved share of peak per GPU: (memory bandwidth in decode, tensor compute in prefill), fitted
 #: by `benchmarks/fit_simulator.py` on fitting data only (docs/SIMULATOR.md, "Fit"):
-#: Decode, L4: jointly with the engines' 1.7 ms per-iteration cost, to the L4 step of a small model
+#: Prefill, L4: 0.47, measured bf16 matrix multiplication on one NVIDIA L4 (PyTorch 2.9, CUDA 12.8;
+#: torch-performance-test-data issue #120, github.com/zzc0721/torch-performance-test-data, 2026-01-12):
+#: 54.91 / 59.40 / 56.90 TFLOPS at 4096 / 8192 / 10240 square (sizes of a batched prefill's GEMMs:
+#: thousands of tokens x 4096 x 4096-14336; 70.89 at 2048), mean 57.1 of the data sheet's 121 dense
+#: = 0.47. A GEMM-only ceiling: the model's prefill (attention, norms, launches) reaches at most this.
+#: Decode, L4: jointly with the engines' per-iteration cost, to the L4 step of a small model
 #: (ENGINES) and the paper's single-thread time (one request at a time; 19.5x the 6,148 s async run
 #: of 500 agents, busy hour, 8 L4s = 119,886 s for our 92,578 calls of 640.6 / 21.3 tokens, 1.295 s
-#: a call): 0.96. Decode, HBM GPUs: single-stream decode of Llama-3.1-8B bf16 on one A100-SXM4-40GB
+#: a call): the fit hits its bound, 1.0 (100 % of 300 GB/s, 1.83 ms a step), and the simulated call
+#: takes 1.298 s (+0.2 %): with the measured prefill the paper's single thread is as fast as an L4
+#: can be. Decode, HBM GPUs: single-stream decode of Llama-3.1-8B bf16 on one A100-SXM4-40GB
 #: with vLLM, 75 tokens/s at 1024 in / 128 out (J. Musgrave, "vLLM throughput-latency sweep on
-#: NVIDIA A100"): 13.3 ms a step = 1.7 ms + 16.2 GB / (1555 GB/s * e), e = 0.90; the other HBM GPUs
+#: NVIDIA A100"): 13.3 ms a step = 1.83 ms + 16.2 GB / (1555 GB/s * e), e = 0.91; the other HBM GPUs
 #: take the same share (no published single-stream point for them here).
-#: Prefill: 0.6 from the measured H200 profile (benchmarks/gpu/results/profile.json: 642-token
-#: prefill 44 ms at batch 1, 149 ms at batch 8 on eager PyTorch; less the 22 ms decode step of
-#: fixed cost: 0.47 and 0.66 of 989 TFLOPS), for every GPU.
+#: Prefill, HBM GPUs: 0.6 from the measured H200 profile (benchmarks/gpu/results/profile.json:
+#: 642-token prefill 44 ms at batch 1, 149 ms at batch 8 on eager PyTorch; less the 22 ms decode
+#: step of fixed cost: 0.47 and 0.66 of 989 TFLOPS).
 EFFICIENCY: dict[str, tuple[float, float]] = {
-    "l4": (0.96, 0.6),
-    "a100-80gb": (0.90, 0.6),
-    "a100-40gb": (0.90, 0.6),
-    "h100": (0.90, 0.6),
-    "h200": (0.90, 0.6),
+    "l4": (1.0, 0.47),
+    "a100-80gb": (0.91, 0.6),
+    "a100-40gb": (0.91, 0.6),
+    "h100": (0.91, 0.6),
+    "h200": (0.91, 0.6),
 }
 
 #: Measured on a real server: `transformers serve --continuous-batching` (no CUDA graphs) on one
