@@ -6,14 +6,14 @@ submitted. The dependency tracker decides readiness so that every agent observes
 would observe under global-step execution (see `rules.py` and docs/RULES.md).
 
 This module is the PettingZoo face and the submission bookkeeping; the rooms behind it are
-actions.py (parsing), promises.py (declared paths and routes), observer.py (perception,
-observations, infos), navigation.py (moves and walks), submissions.py (who may act),
-stats.py, tracker.py and rules.py; tasks.py states rewards, pictures.py draws.
+env_config.py (checked arguments, agent names), actions.py (parsing), promises.py (declared
+paths and routes), observer.py (perception, observations, infos), navigation.py (moves and
+walks), submissions.py (who may act), stats.py, tracker.py and rules.py; tasks.py states
+rewards, prediction.py predicts observations, pictures.py draws.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Sequence
 
@@ -23,17 +23,18 @@ from . import navigation as nav
 from . import spaces as msp
 from .actions import Action, ActionParser, declares_promise
 from .bounds import make_bound
-from .errors import (AgentNotReadyError, ConfigError, InvalidActionError, InvalidActionsError,
-                     ResetNeededError, UnknownAgentError)
+from .env_config import AgentNames, check_env_args, check_int
+from .errors import AgentNotReadyError, ConfigError, InvalidActionError, InvalidActionsError, ResetNeededError
 from .observer import OBSERVATIONS, Observer
-from .perception import check_perception
+from .pictures import Painter
 from .placement import check_start_tiles, draw_start_tiles
+from .prediction import predict_observation
 from .promises import PathPromise, declare
-from .rules import RULES, PaperRules, rule_set
+from .rules import RULES, PaperRules
 from .stats import DependencyStats
 from .submissions import Submissions
-from .tasks import EpisodeSetup, TaskRun, make_task
-from .tracker import Blocker, DependencyTracker
+from .tasks import EpisodeSetup, TaskRun
+from .tracker import DependencyTracker
 from .world import Tile, TileMap
 
 __all__ = ["AsyncParallelEnv", "DependencyStats", "RULES"]
@@ -84,30 +85,10 @@ class AsyncParallelEnv:
                  *, radius_p: int = 4, max_vel: int = 1, max_steps: int = 8640,
                  perception: str = "box", seed: int | None = 0, render_mode: str | None = None,
                  bound: Any = "box", rules: PaperRules | str = "paper", obs_type: str = "full", task: Any = None):
-        _check_int("radius_p", radius_p, 0)
-        _check_int("max_vel", max_vel, 1)
-        _check_int("max_steps", max_steps, 1)
-        check_perception(perception)
-        try:
-            rules = rule_set(rules)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        if render_mode not in (None, *self.metadata["render_modes"]):
-            raise ConfigError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
-        if obs_type not in self.OBS_TYPES:
-            raise ConfigError(f"obs_type must be one of {self.OBS_TYPES}, got {obs_type!r}: 'full' (dicts with texts) "
-                              f"or 'vector' (a float32 Box and a Discrete move, for RL harnesses)")
-        self.task = None if task is None else make_task(task)
-        names = list(agents)
-        if not names:
-            raise ConfigError("an environment needs at least one agent")
-        for a in names:
-            if not isinstance(a, str) or not a or len(a) > msp.NAME_MAX or msp.bad_chars(a):
-                raise ConfigError(f"agent names must be non-empty strings of at most {msp.NAME_MAX} "
-                                  f"characters from spaces.CHARSET, got {a!r}")
-        dupes = sorted(a for a, c in Counter(names).items() if c > 1)
-        if dupes:
-            raise ConfigError(f"duplicate agent names {dupes}: every agent needs its own name")
+        self.rules, self.task = check_env_args(radius_p, max_vel, max_steps, perception, rules, render_mode,
+                                               self.metadata["render_modes"], obs_type, self.OBS_TYPES, task)
+        self._names = AgentNames(agents)
+        names = self._names.names
         self._start_tiles = check_start_tiles(world, names, start_tiles)
 
         self.world = world
@@ -115,11 +96,9 @@ class AsyncParallelEnv:
         self.max_vel = int(max_vel)
         self.max_steps = int(max_steps)
         self.perception = perception
-        self.rules = rules
         self.render_mode = render_mode
         self.seed = seed
         self.possible_agents: list[str] = names
-        self._index = {a: i for i, a in enumerate(names)}
         self._bound = make_bound(bound, world, self.radius_p, self.max_vel, perception)
         self._offsets = msp.move_offsets(self.max_vel)
         self._parser = ActionParser(self.max_vel)
@@ -131,7 +110,7 @@ class AsyncParallelEnv:
         # One action space per agent, made on first use: each space owns its RNG, so seeding and
         # sampling one agent's space (PettingZoo's seed test) must not disturb another's.
         self._act_spaces: dict[str, Any] = {}
-        self._painter = None
+        self._painter = Painter()
         self._tracker: DependencyTracker | None = None
         self.agents: list[str] = []
 
@@ -170,7 +149,7 @@ class AsyncParallelEnv:
         tiles drawn from `seed` (or the env's seed). Returns (observations, infos) of all agents.
         """
         if seed is not None:
-            _check_int("seed", seed, 0)
+            check_int("seed", seed, 0)
         n = len(self.possible_agents)
         start = (list(self._start_tiles) if self._start_tiles is not None
                  else draw_start_tiles(self.world, n, self.seed if seed is None else seed))
@@ -237,16 +216,10 @@ class AsyncParallelEnv:
         """By render_mode: "ansi" the map with agents and a table of steps and clusters (str);
         "rgb_array" a picture (uint8 (H, W, 3): agents coloured by step, ready clusters, who
         waits for whom); "human" that picture in a matplotlib window (None). See pictures.py."""
-        if self.render_mode is None:
-            return None
-        if self._painter is None:
-            from .pictures import Painter
-            self._painter = Painter(self.render_mode)
         return self._painter.render(self)
 
     def close(self) -> None:
-        if self._painter is not None:
-            self._painter.close()
+        self._painter.close()
 
     # -- task ------------------------------------------------------------------------------
 
@@ -326,6 +299,12 @@ class AsyncParallelEnv:
             raise AgentNotReadyError(self._subs.not_ready_message(i, tr, "its observation is not final yet"))
         return self._observation.observe(self._observer, i, self._observer.perceived(i))
 
+    def predict_observation(self, agent: str, actions: Sequence[Any] | None = None) -> dict:
+        """Read-only: the observation dict `agent` would get after taking `actions` (its next
+        actions, in order; none: at its current step) if no laggard enters its view meanwhile
+        (exact for a ready agent and no actions). See prediction.py."""
+        return predict_observation(self, agent, () if actions is None else actions)
+
     def agent_step(self, agent: str) -> int:
         """The step `agent` will compute next (== steps taken so far)."""
         return self._require_reset().step[self._idx(agent)]
@@ -353,16 +332,7 @@ class AsyncParallelEnv:
         submitted yet).
         """
         tr = self._require_reset()
-        i = self._idx(agent)
-        if i in self._subs.ready:
-            cl = self._subs.ready[i]
-            sub = self._subs.pending.get(cl, {})
-            if i not in sub:
-                return []
-            rows = [Blocker(j, "submission", 0, self._bound.hazard(tr.pos[i], tr.pos[j]))
-                    for j in cl if j not in sub]
-        else:
-            rows = tr.blocked_by(i)
+        rows = self._subs.blocked_by(self._idx(agent), tr)
         return [{"agent": self.possible_agents[b.other], "rule": b.rule, "gap": b.gap, "hazard": b.hazard}
                 for b in rows]
 
@@ -397,21 +367,9 @@ class AsyncParallelEnv:
     def snapshot(self) -> dict:
         """A plain-data copy of the whole mutable state (for tests and checkpoints)."""
         tr = self._require_reset()
-        return {
-            "agents": list(self.agents),
-            "pos": list(tr.pos), "step": list(tr.step),
-            "activity": list(self._public.activity), "utterance": list(self._public.utterance),
-            "done": list(self._subs.done), "move_result": list(self._observer.move_result),
-            "ready": dict(self._subs.ready),
-            "pending": {cl: dict(sub) for cl, sub in self._subs.pending.items()},
-            "blockers": [frozenset(s) for s in tr.blockers],
-            "blocks": [frozenset(s) for s in tr.blocks],
-            "coupled": [frozenset(s) for s in tr.coupled],
-            "stats": DependencyStats(**vars(self.stats)),
-            "versions": self._public.snapshot(),
-            "promises": list(tr.promise),
-            "terminated": frozenset(self._subs.terminated), "returns": dict(self._task_run.returns),
-        }
+        return {"agents": list(self.agents), **tr.snapshot(), **self._public.snapshot(), **self._subs.snapshot(),
+                "move_result": list(self._observer.move_result), "stats": DependencyStats(**vars(self.stats)),
+                "returns": dict(self._task_run.returns)}
 
     # -- internals -------------------------------------------------------------------------
 
@@ -421,13 +379,7 @@ class AsyncParallelEnv:
         return self._tracker
 
     def _idx(self, agent: Any) -> int:
-        try:
-            return self._index[agent]
-        except (KeyError, TypeError):
-            near = ", ".join(repr(a) for a in self.possible_agents[:5])
-            more = ", ..." if len(self.possible_agents) > 5 else ""
-            raise UnknownAgentError(f"unknown agent {agent!r}: this env's agents are {near}{more} "
-                                    f"(see env.possible_agents)") from None
+        return self._names.index(agent)
 
     def _submit(self, parsed: dict[int, Action]) -> list[int]:
         """Record valid actions of ready agents and commit every cluster they complete; returns
@@ -491,8 +443,3 @@ class AsyncParallelEnv:
         public.record(tr, cl)
         return released
 
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")

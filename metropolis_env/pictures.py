@@ -117,19 +117,20 @@ def draw(frame: Frame, world: TileMap) -> np.ndarray:
 
 
 class Painter:
-    """An env's `render()` for its render_mode: "ansi" (render.py's text), "rgb_array" (`draw`)
-    or "human" (`draw` shown in a `Window`)."""
+    """An env's `render()` for its render_mode: None (nothing), "ansi" (render.py's text),
+    "rgb_array" (`draw`) or "human" (`draw` shown in a `Window`)."""
 
-    def __init__(self, mode: str):
-        self.mode = mode
+    def __init__(self):
         self._window: Window | None = None
 
     def render(self, env: "AsyncParallelEnv") -> str | np.ndarray | None:
-        if self.mode == "ansi":
+        if env.render_mode is None:
+            return None
+        if env.render_mode == "ansi":
             from .render import render_ansi
             return render_ansi(env)
         picture = draw(frame_of(env), env.world)
-        if self.mode == "rgb_array":
+        if env.render_mode == "rgb_array":
             return picture
         if self._window is None:
             self._window = Window()

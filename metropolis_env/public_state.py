@@ -34,8 +34,9 @@ class CurrentState:
     def record(self, tracker, members: Sequence[int]) -> None:
         """Called after `members` committed a step (their new state is in place)."""
 
-    def snapshot(self):
-        return None
+    def snapshot(self) -> dict:
+        """A plain-data copy (env.snapshot's part): activities, utterances, kept versions."""
+        return {"activity": list(self.activity), "utterance": list(self.utterance), "versions": None}
 
 
 class VersionedState(CurrentState):
@@ -60,5 +61,5 @@ class VersionedState(CurrentState):
         for m in members:
             append(m, (pos[m], self.activity[m], self.utterance[m]), lo)
 
-    def snapshot(self):
-        return self.versions.snapshot()
+    def snapshot(self) -> dict:
+        return {**super().snapshot(), "versions": self.versions.snapshot()}

@@ -10,6 +10,7 @@ from typing import Iterable, Sequence
 
 from .actions import Action
 from .errors import AgentDoneError, AgentNotReadyError
+from .tracker import Blocker
 
 
 class Submissions:
@@ -73,6 +74,24 @@ class Submissions:
         return (f"agent {names[i]!r} is not ready at step {tracker.step[i]}: {what}; held back by "
                 f"{why or 'nothing (internal error)'}. Submit only agents in env.ready_agents(); "
                 f"env.blocked_by(agent) explains the wait")
+
+    def blocked_by(self, i: int, tracker) -> list[Blocker]:
+        """Who holds i back: its cluster mates that have not submitted when i is ready and
+        submitted ([] when it has not: it may act), else the tracker's blockers."""
+        cl = self.ready.get(i)
+        if cl is None:
+            return tracker.blocked_by(i)
+        sub = self.pending.get(cl, {})
+        if i not in sub:
+            return []
+        pos, hazard = tracker.pos, tracker.bound.hazard
+        return [Blocker(j, "submission", 0, hazard(pos[i], pos[j])) for j in cl if j not in sub]
+
+    def snapshot(self) -> dict:
+        """A plain-data copy (env.snapshot's part)."""
+        return {"done": list(self.done), "ready": dict(self.ready),
+                "pending": {cl: dict(sub) for cl, sub in self.pending.items()},
+                "terminated": frozenset(self.terminated)}
 
     def submit(self, i: int, action: Action) -> tuple[int, ...] | None:
         """Record i's action; its cluster if that completed it, else None."""

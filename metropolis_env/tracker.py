@@ -114,6 +114,13 @@ class DependencyTracker:
         out += [self._blocker(i, m, "cluster") for m in self.cluster_of(i) if m != i and self.blockers[m]]
         return sorted(out, key=lambda b: (b.rule != "blocked", -b.gap, b.hazard, b.other))
 
+    def snapshot(self) -> dict:
+        """A plain-data copy of the mutable state (env.snapshot's part): tiles, steps, the
+        dependency sets and the promises."""
+        return {"pos": list(self.pos), "step": list(self.step),
+                "blockers": [frozenset(s) for s in self.blockers], "blocks": [frozenset(s) for s in self.blocks],
+                "coupled": [frozenset(s) for s in self.coupled], "promises": list(self.promise)}
+
     def _blocker(self, i: int, j: int, rule: str) -> Blocker:
         return Blocker(j, rule, self.step[i] - self.step[j], self.bound.hazard(self.pos[i], self.pos[j]))
 

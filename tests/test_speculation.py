@@ -260,7 +260,12 @@ def test_predict_observation_reads_only_and_is_exact_for_ready_agents(rules):
         predicted = predict_observation(env, a)
         if env.is_ready(a):
             assert spec_module.observation_key(predicted) == spec_module.observation_key(env.observe(a))
-        predict_observation(env, a, [{"move": 0, "activity": "x", "utterance": "y"}])
+        after = predict_observation(env, a, [{"move": 0, "activity": "x", "utterance": "y"}])
+        assert (after["step"], after["activity"], after["utterance"]) == (env.agent_step(a) + 1, "x", "y")
+        # the env's method is the same read-only prediction
+        assert spec_module.observation_key(env.predict_observation(a)) == spec_module.observation_key(predicted)
+        assert spec_module.observation_key(env.predict_observation(
+            a, [{"move": 0, "activity": "x", "utterance": "y"}])) == spec_module.observation_key(after)
     assert repr(env.snapshot()) == before
 
 
