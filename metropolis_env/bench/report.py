@@ -66,7 +66,9 @@ def table(result: BenchResult) -> str:
             lines.append(f"speculation ({r['mode']}, depth {cfg.run.speculate}): hit rate "
                          f"{_f(r['spec_hit_rate'], '{:.3f}')}, wasted_call_share {r['wasted_call_share']:.3f} "
                          f"({r['wasted_calls']} calls, {r['wasted_tokens']} tokens), speculative share of "
-                         f"tokens served {r['spec_token_share']:.2f}")
+                         f"tokens served {r['spec_token_share']:.2f}, reused answers "
+                         f"{_f(r['reused_calls'], '{}')} calls ({_f(r['reused_tokens'], '{}')} tokens; "
+                         f"trace calls carry no prompt and are never reused)")
     if result.critical_s is not None or result.gpu_limit_s is not None:
         lines.append("")
         lines.append(f"lower bounds: critical path {_f(result.critical_s, '{:.1f}')} s, "

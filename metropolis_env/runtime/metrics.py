@@ -81,6 +81,11 @@ class RunMetrics:
     wasted_tokens: int | None = None
     spec_hit_rate: float | None = None
     spec_token_share: float | None = None
+    #: Re-run answer cache (None when off): calls answered from a discarded speculative step's
+    #: identical call, without a server call, and their tokens (both included in llm_calls and
+    #: tokens_in/out, which count every call an agent made).
+    reused_calls: int | None = None
+    reused_tokens: int | None = None
     backend: dict = field(default_factory=dict)
     #: (time, outstanding requests) at every change; for plots, not serialised.
     timeline: list = field(default_factory=list, repr=False)
