@@ -54,7 +54,7 @@ def test_speculative_calls_stream_and_return_what_the_server_said():
 
 def test_a_stream_without_usage_counts_its_pieces_and_the_known_prompt_tokens():
     chat = (chat_chunk(role="assistant"), chat_chunk("a"), chat_chunk("b"), chat_chunk("c"), chat_chunk(finish="stop"))
-    rec = Recorder([streamed(sse([text_chunk("x"), text_chunk("y")])), streamed(sse(chat))])
+    rec = Recorder([streamed(sse([text_chunk("x"), text_chunk("y", "stop")])), streamed(sse(chat))])
     b = make_backend(rec)
     r1, r2 = run(_complete(b, spec(input_tokens=30),
                            LLMRequest("a", 4, 1, messages=({"role": "user", "content": "hi"},), speculative=True)))
@@ -66,8 +66,8 @@ def test_a_stream_without_usage_counts_its_pieces_and_the_known_prompt_tokens():
 @pytest.mark.parametrize("policy, streams", [("never", [False, False]), ("always", [True, True]),
                                              ("speculative", [False, True])])
 def test_stream_policy_chooses_the_calls_that_stream(policy, streams):
-    rec = Recorder([None if not streams[0] else streamed(sse([text_chunk("n")])),
-                    None if not streams[1] else streamed(sse([text_chunk("s")]))])
+    rec = Recorder([None if not streams[0] else streamed(sse([text_chunk("n", "stop")])),
+                    None if not streams[1] else streamed(sse([text_chunk("s", "stop")]))])
     b = make_backend(rec, stream=policy)
     run(_complete(b, LLMRequest("a", 4, prompt="p"), spec()))
     assert [bool(body.get("stream")) for body in rec.bodies] == streams
@@ -78,11 +78,20 @@ def test_a_stream_broken_in_the_middle_is_retried_whole():
         yield sse([text_chunk("hal")], done=False)
         raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
 
-    rec = Recorder([streamed(broken()), streamed(sse([text_chunk("hal"), text_chunk("lo"), USAGE]))])
+    rec = Recorder([streamed(broken()), streamed(sse([text_chunk("hal"), text_chunk("lo", "length"), USAGE]))])
     b = make_backend(rec)
     (resp,) = run(_complete(b, spec()))
     assert (resp.text, resp.retries, resp.output_tokens) == ("hallo", 1, 3)
     assert len(rec.requests) == 2 and b.stats()["retries"] == 1 and b.stats()["errors"] == 0
+
+
+def test_a_stream_cut_short_without_a_finish_reason_is_retried():
+    """llama-cpp-python's server with interrupt_requests on ends a stream with [DONE] and no
+    finish reason when another request arrives: that short answer must not pass for the model's."""
+    rec = Recorder([streamed(sse([text_chunk("ha")])), streamed(sse([text_chunk("hallo", "length")]))])
+    b = make_backend(rec)
+    (resp,) = run(_complete(b, spec()))
+    assert (resp.text, resp.retries) == ("hallo", 1)
 
 
 def test_unknown_stream_policy_is_a_config_error():

@@ -38,7 +38,9 @@ Talks through the official `openai.AsyncOpenAI` client only. What it adds on top
   ``stream="speculative"`` (default) speculative calls (the ones the runtime cancels when proven
   wrong) are streamed, every other call is not; ``"always"`` / ``"never"`` stream all or none.
   A streamed call gives the same text; its token counts come from the server's usage chunk, or
-  are counted (streaming.py).
+  are counted (streaming.py); a stream cut short (no finish reason) is retried. llama-cpp-python's
+  server must run with ``--interrupt_requests False``: otherwise it cuts a streamed request short
+  whenever another one arrives.
 - **Retries it owns.** The client runs with ``max_retries=0``; timeouts, connection errors, 408,
   409, 429 and 5xx are retried here with exponential backoff and jitter from a seeded RNG (so a
   run's retry schedule is reproducible), and counted per response and in `stats()`. Anything
@@ -63,7 +65,7 @@ from urllib.parse import urlparse
 
 from ..errors import ConfigError
 from .base import Backend, BackendError, LLMRequest, LLMResponse
-from .streaming import read_stream, transport_module
+from .streaming import IncompleteStream, read_stream, transport_module
 
 PriorityStyle = Literal["low_first", "high_first", "off"]
 StreamPolicy = Literal["speculative", "always", "never"]
@@ -183,7 +185,7 @@ class OpenAIBackend(Backend):
         key = _resolve_api_key(api_key_env, urls)
         self._openai = openai
         self._httpx = httpx
-        self._failures = (openai.OpenAIError, httpx.TransportError)
+        self._failures = (openai.OpenAIError, httpx.TransportError, IncompleteStream)
         self.endpoints = [
             Endpoint(u, openai.AsyncOpenAI(
                 api_key=key, base_url=u, timeout=timeout, max_retries=0,
@@ -290,6 +292,8 @@ class OpenAIBackend(Backend):
         openai = self._openai
         if isinstance(exc, (openai.APITimeoutError, self._httpx.TimeoutException)):
             return True, "timed out", None
+        if isinstance(exc, IncompleteStream):
+            return True, str(exc), None
         if isinstance(exc, self._httpx.TransportError):  # the connection broke in the middle of a stream
             return True, f"connection error ({type(exc).__name__}: {exc})", None
         if isinstance(exc, openai.APIConnectionError):

@@ -14,6 +14,12 @@ its output tokens counted as the chunks that carried text (one token each there,
 holds back an incomplete UTF-8 character or a possible stop sequence and sends several tokens as
 one chunk: a slight undercount, 1796 counted for 1800 generated on the tests' random model), and
 its prompt tokens taken from the request's known count, if any (else 0).
+
+A stream that ends without a finish reason was cut short, not finished: llama-cpp-python's server
+started without ``--interrupt_requests False`` ends a streamed request that way ("[DONE]" and
+nothing more) as soon as another request arrives. `read_stream` raises `IncompleteStream` then,
+which `OpenAIBackend` retries like a dropped connection, so a short answer is never taken for
+the model's.
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ def transport_module() -> ModuleType:
     return importlib.import_module("httpx")
 
 
+class IncompleteStream(Exception):
+    """A stream ended before any choice said why it finished (cut short by the server)."""
+
+
 @dataclass
 class StreamedAnswer:
     """What a finished stream said: its text, the server's usage (None if it sent none) and how
@@ -49,9 +59,10 @@ class StreamedAnswer:
 async def read_stream(stream: Any, chat: bool) -> StreamedAnswer:
     """Read an openai ``AsyncStream`` of completion (or chat completion, `chat`) chunks to its
     end. Its HTTP response is closed on the way out, also when the caller is cancelled: that
-    close is what tells the server to stop generating."""
+    close is what tells the server to stop generating. Raises IncompleteStream for a stream
+    that ended without a finish reason."""
     parts: list[str] = []
-    usage = None
+    usage = finish = None
     try:
         async for chunk in stream:
             if getattr(chunk, "usage", None) is not None:
@@ -62,7 +73,12 @@ async def read_stream(stream: Any, chat: bool) -> StreamedAnswer:
                 piece = (choice.delta.content if chat else choice.text) or ""
                 if piece:
                     parts.append(piece)
+                finish = choice.finish_reason or finish
     finally:
         await stream.close()
+    if finish is None:
+        raise IncompleteStream(f"the stream ended after {len(parts)} pieces without a finish reason "
+                               f"(cut short by the server; a llama-cpp-python server needs "
+                               f"--interrupt_requests False)")
     return StreamedAnswer("".join(parts), getattr(usage, "prompt_tokens", None),
                           getattr(usage, "completion_tokens", None), len(parts))

@@ -31,7 +31,10 @@ How to read the table:
   spread        most advanced agent's step minus the furthest behind, time-weighted mean
   lower bounds  critical path: the longest chain of really dependent calls, each served alone
                 (unlimited GPUs); gpu-limit: every call submitted at once (throughput). No mode
-                that waits for real interactions can beat the larger; "async is Nx" how far it is"""
+                that waits for real interactions can beat the larger; "async is Nx" how far it is
+  answer cache  with speculation: calls answered from an identical call of a discarded speculative
+                step, without the server (greedy calls with a prompt only; the trace workloads'
+                calls carry token counts, no prompt, and are never reused)"""
 
 
 def _f(x, fmt: str = "{:.2f}", none: str = "-") -> str:
@@ -66,9 +69,10 @@ def table(result: BenchResult) -> str:
             lines.append(f"speculation ({r['mode']}, depth {cfg.run.speculate}): hit rate "
                          f"{_f(r['spec_hit_rate'], '{:.3f}')}, wasted_call_share {r['wasted_call_share']:.3f} "
                          f"({r['wasted_calls']} calls, {r['wasted_tokens']} tokens), speculative share of "
-                         f"tokens served {r['spec_token_share']:.2f}, reused answers "
-                         f"{_f(r['reused_calls'], '{}')} calls ({_f(r['reused_tokens'], '{}')} tokens; "
-                         f"trace calls carry no prompt and are never reused)")
+                         f"tokens served {r['spec_token_share']:.2f}")
+        if r.get("reused_calls") is not None:
+            lines.append(f"answer cache ({r['mode']}): {r['reused_calls']} calls ({r['reused_tokens']} tokens) answered "
+                         f"from discarded speculative calls")
     if result.critical_s is not None or result.gpu_limit_s is not None:
         lines.append("")
         lines.append(f"lower bounds: critical path {_f(result.critical_s, '{:.1f}')} s, "
