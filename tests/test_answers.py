@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_speculation import JitterBackend, _Answers, _env, _h, _run, _seen
+from test_speculation import Perceiver, _Answers, _env, _h, _run, _seen
 
 from metropolis_env.agents.village import VillagerAgent
 from metropolis_env.backends.base import LLMRequest, LLMResponse
@@ -23,12 +23,8 @@ from metropolis_env.runtime.answers import Answers
 from metropolis_env.runtime.speculation import Speculation
 
 
-class Namer:
+class Namer(Perceiver):
     """Asks about whom it meets (names only), then about its answer; moves on all it sees."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.memory: list[int] = []
 
     async def act(self, obs, ctx):
         seen = _seen(obs)

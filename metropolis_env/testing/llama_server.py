@@ -90,7 +90,8 @@ class LlamaServer:
         return f"http://{self.host}:{self.port}/v1"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "llama_cpp.server",
+        # -u: the server's own prints (e.g. "Disconnected from client") reach the log at once
+        return [sys.executable, "-u", "-m", "llama_cpp.server",
                 "--model", str(self.model_path), "--model_alias", self.model_alias,
                 "--host", self.host, "--port", str(self.port),
                 "--n_ctx", str(self.n_ctx), "--seed", str(self.seed),
