@@ -23,8 +23,6 @@ returns None is taken as unchanged by act() and not copied.
 from __future__ import annotations
 
 import asyncio
-import heapq
-from collections import deque
 from typing import Any
 
 from ..errors import AgentStepError, ConfigError, MetropolisError
@@ -35,112 +33,9 @@ from .agent import LLMClient
 from .answers import Answers
 from .checkpoint import CheckpointObserver, restore, snapshot
 from .executors import LocalExecutor, cancel_all, gather_eager
+from .held import Ahead, Chain, HeldCalls, Slots, Where
 from .observers import RunObserver
 from .scheduling import DependencyPolicy
-
-
-class _Ahead:
-    """One speculative step of an agent: its own state at the step, the key of its predicted
-    observation, the agent copy it runs on (after the step: the agent's state after it), its
-    action (a future), its LLM client and the calls it made."""
-
-    __slots__ = ("own", "key", "agent", "action", "llm", "calls", "wait")
-
-    def __init__(self, own: OwnState, key: tuple, agent: Any, action: asyncio.Future, llm: LLMClient,
-                 calls: "_HeldCalls"):
-        self.own, self.key, self.agent, self.action, self.llm, self.calls = own, key, agent, action, llm, calls
-        self.wait: asyncio.Future | None = None  # while waiting for a slot (max_inflight)
-
-    @property
-    def step(self) -> int:
-        return self.own.step
-
-
-class _HeldCalls:
-    """Stands in for the run's metrics in a speculative step: calls count as outstanding at once
-    (they load the server), but are recorded only once the step is adopted."""
-
-    __slots__ = ("metrics", "owner", "done", "started", "adopted")
-
-    def __init__(self, metrics, owner: "Speculation"):
-        self.metrics, self.owner = metrics, owner
-        self.done: list = []
-        self.started = 0
-        self.adopted = False
-
-    def now(self) -> float:
-        return self.metrics.now()
-
-    def call_started(self) -> None:
-        self.started += 1
-        self.owner.issued += 1
-        self.metrics.call_started()
-
-    def call_finished(self) -> None:
-        self.metrics.call_finished()
-
-    def record_call(self, req, resp) -> None:
-        self.owner.spec_tokens += resp.input_tokens + resp.output_tokens
-        if self.adopted:
-            self.metrics.record_call(req, resp)
-        else:
-            self.done.append((req, resp))
-
-    def step_done(self, latency: float) -> None:
-        pass  # an adopted step's latency is measured from its real dispatch
-
-    def adopt(self) -> None:
-        self.adopted = True
-        for req, resp in self.done:
-            self.metrics.record_call(req, resp)
-        self.done.clear()
-
-
-class _Slots:
-    """At most `n` speculative steps computing at once; waiters are let in smallest step first
-    (the step most likely to be needed soonest), not in arrival order. A waiting step whose
-    result is needed now (adopted) is let through at once, without a slot."""
-
-    def __init__(self, n: int):
-        self.free = n
-        self.waiting: list[tuple[int, int, asyncio.Future]] = []
-        self._seq = 0
-
-    async def acquire(self, ahead: "_Ahead") -> bool:
-        """Wait for a slot; True if one was taken (then `release` it), False if let through."""
-        if self.free > 0 and not self.waiting:
-            self.free -= 1
-            return True
-        ahead.wait = fut = asyncio.get_running_loop().create_future()
-        self._seq += 1
-        heapq.heappush(self.waiting, (ahead.step, self._seq, fut))
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled() and fut.result():
-                self.release()  # granted just as it was cancelled: pass the slot on
-            raise
-
-    def let_through(self, ahead: "_Ahead") -> None:
-        if ahead.wait is not None and not ahead.wait.done():
-            ahead.wait.set_result(False)
-
-    def release(self) -> None:
-        while self.waiting:
-            _, _, fut = heapq.heappop(self.waiting)
-            if not fut.done():
-                fut.set_result(True)
-                return
-        self.free += 1
-
-
-class _Chain:
-    __slots__ = ("steps", "task", "room")
-
-    def __init__(self):
-        self.steps: deque[_Ahead] = deque()
-        self.task: asyncio.Task | None = None
-        self.room = asyncio.Event()
 
 
 #: Default depth: speculative steps with LLM calls held per agent (chosen by measurement,
@@ -150,6 +45,11 @@ DEPTH = 4
 #: Unlimited speculation slowed a GPU-bound run (1,000 agents on 8 GPUs) by 2.6%; this limit
 #: made it 1.1% faster, and costs nothing at 25 agents (docs/SPECULATION.md).
 AUTO_MIN, AUTO_PER = 16, 8
+#: Default horizon: held steps per agent, with or without LLM calls (docs/SPECULATION.md).
+HORIZON = 512
+#: Default settle: a chain waits for a perceived laggard whose public state changed within this
+#: many steps of the last one it is known at, rather than guess it unchanged (docs/SPECULATION.md).
+SETTLE = 1
 
 
 class Speculation(RunObserver):
@@ -163,14 +63,19 @@ class Speculation(RunObserver):
     speculative steps from those (`answers.Answers`; greedy calls with a prompt only).
     """
 
-    def __init__(self, depth: int = DEPTH, max_inflight: int | str | None = "auto", horizon: int = 256,
-                 reuse: bool = True):
+    def __init__(self, depth: int = DEPTH, max_inflight: int | str | None = "auto", horizon: int = HORIZON,
+                 reuse: bool = True, settle: int | None = SETTLE):
         if not isinstance(depth, int) or depth < 1:
             raise ConfigError(f"speculation depth must be an int >= 1, got {depth!r}")
         if max_inflight != "auto" and max_inflight is not None and (not isinstance(max_inflight, int)
                                                                      or max_inflight < 1):
             raise ConfigError(f"speculation max_inflight must be an int >= 1, 'auto' or None, got {max_inflight!r}")
+        if not isinstance(horizon, int) or horizon < 1:
+            raise ConfigError(f"speculation horizon must be an int >= 1 (steps), got {horizon!r}")
+        if settle is not None and (not isinstance(settle, int) or settle < 0):
+            raise ConfigError(f"speculation settle must be an int >= 0 (steps) or None, got {settle!r}")
         self.depth, self.max_inflight, self.horizon, self.reuse = depth, max_inflight, horizon, reuse
+        self.settle = settle
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -202,13 +107,18 @@ class Speculation(RunObserver):
     def attach(self, controller, dispatch):
         """Start a run: returns the dispatch function that uses held results."""
         self.c, self.env, self.inner = controller, controller.env, dispatch
-        self.chains: dict[str, _Chain] = {}
+        self.chains: dict[str, Chain] = {}
         self.want: set[str] = set()     # blocked agents without a chain
         self.moved: list[str] = []      # committed since the last look
+        self.readers: dict[str, set[str]] = {}  # agent -> chains that held a step perceiving it
+        self.where = Where(self.env._observer.perception.radius_p)
+        self.waiters: dict[str, list] = {}
+        self.changed: dict[str, int] = {}
+        self.last_public: dict[str, tuple] = {}
         limit = self.max_inflight
         if limit == "auto":
             limit = max(AUTO_MIN, len(self.env.possible_agents) // AUTO_PER)
-        self.slots = _Slots(limit) if limit else None
+        self.slots = Slots(limit) if limit else None
         self.hits = self.misses = self.cuts = self.issued = self.wasted_calls = 0
         self.wasted_tokens = self.spec_tokens = 0
         self.answers = Answers() if self.reuse else None
@@ -220,7 +130,14 @@ class Speculation(RunObserver):
     # -- observer hooks ----------------------------------------------------------------------
 
     def committed(self, agent: str, step: int, action: Any) -> None:
-        self.moved.append(agent)
+        st = own_state(self.env, agent)
+        if self.last_public.get(agent, st[1:]) != st[1:]:
+            # Its public state changed: news for the chains that read it (an unchanged state
+            # changes no prediction, held or guessed).
+            self.changed[agent] = max(self.changed.get(agent, 0), st.step)
+            self.moved.append(agent)
+        self.last_public[agent] = st[1:]
+        self._wake(agent)
         if self.answers is not None:
             self.answers.forget(agent, step)
         if step + 1 < self.env.max_steps and not self.env.is_ready(agent) and agent not in self.chains:
@@ -229,79 +146,103 @@ class Speculation(RunObserver):
     def between_commits(self) -> None:
         env = self.env
         for j in self.moved:
-            # j's state at its new step is final now: held steps of the agents it holds back that
-            # read it (that step, and the first, which reads everyone's current state under the
-            # paper's rules) are checked again, and a chain proven wrong is cut there and redone.
-            t = env.agent_step(j)
-            for w in watchers(env, j):
-                chain = self.chains.get(w)
-                if chain is None or not chain.steps:
-                    continue
-                first = chain.steps[0].step
-                for k in {0, t - first}:
-                    if 0 <= k < len(chain.steps) and not self._holds(w, chain.steps[k]):
-                        self._cut(w, k)
-                        break
+            # j's state at its new step is final now: held steps from that step on are open to
+            # the news, and so is a chain's first step, which under the paper's rules reads
+            # everyone's current state.
+            self._news(j, env.agent_step(j), first=True)
         self.moved.clear()
         index = self.c.policy.index  # a set's order of names changes between processes
         for a in sorted(self.want, key=lambda a: (env.agent_step(a), index[a])):
             if not env.is_ready(a) and a not in self.chains:
-                self.chains[a] = chain = _Chain()
+                self.chains[a] = chain = Chain()
                 self._extend(a, chain, own_state(env, a), self.c.agents[a])
         self.want.clear()
 
-    def _revealed(self, agent: str, step: int) -> None:
-        """`agent`'s own speculation now has it doing something new at `step`: held steps of the
-        agents it holds back that predicted otherwise are cut there and redone. Only agents a
-        laggard holds back are checked, never the other way: news flows from laggards to leaders,
-        so cuts cannot chase each other in a circle. Only a shortcut: every held step is checked
-        against the real observation before it is used."""
-        for w in watchers(self.env, agent):
+    def _news(self, agent: str, step: int, first: bool = False) -> None:
+        """What is known or guessed of `agent` from `step` on has changed (it committed, its chain
+        reached a new state, or held steps of it were dropped): in every chain it holds back, the
+        first held step at or after `step` whose prediction no longer holds is cut there and
+        redone. A held step is re-predicted only if it perceived `agent` or would now (a cheap
+        tile test first). News flows from laggards to the agents they hold back, never the other
+        way, except to chains that perceived it ahead of them (under the paper's rules an agent
+        ahead is read as it is now); every cut drops held steps and adds none, so a cascade of
+        cuts ends. Only a shortcut: every held step is checked against the real observation before
+        it is used."""
+        env = self.env
+        j = env._idx(agent)
+        sees = env._observer.perception.sees
+        readers = self.readers.get(agent, set())
+        there = self._guess(j, step)
+        near = self.where.near(env._tracker.pos[j] if there is None else there.position)
+        for w in sorted(readers.union(watchers(env, agent), near) - {agent}, key=self.c.policy.index.__getitem__):
             chain = self.chains.get(w)
             if chain is None or not chain.steps:
+                readers.discard(w)
                 continue
-            k = step - chain.steps[0].step
-            if 0 <= k < len(chain.steps) and not self._holds(w, chain.steps[k]):
-                self._cut(w, k)
+            steps = chain.steps
+            start = max(0, step - steps[0].step)
+            for k in ((0,) if first and start > 0 else ()) + tuple(range(start, len(steps))):
+                ahead = steps[k]
+                if j not in ahead.seen:
+                    there = self._guess(j, ahead.step)
+                    if not sees(ahead.own.position, env._tracker.pos[j] if there is None else there.position):
+                        continue
+                if not self._holds(w, ahead):
+                    self._cut(w, k)
+                    break
 
-    def _holds(self, agent: str, ahead: _Ahead) -> bool:
+    def _holds(self, agent: str, ahead: Ahead) -> bool:
         return observation_key(predict(self.env, agent, ahead.own, self._guess)[0]) == ahead.key
 
     def _guess(self, j: int, step: int) -> OwnState | None:
-        """Laggard j's state at `step` as its own held steps have it (the latest it holds up to
-        `step`), or None."""
+        """Laggard j's state at `step` as its own speculation has it (its held step there, else the
+        latest state it knows, its tip), or None (then: where it is now)."""
         chain = self.chains.get(self.env.possible_agents[j])
-        if chain is None or not chain.steps:
+        if chain is None or chain.tip is None:
             return None
-        k = min(step - chain.steps[0].step, len(chain.steps) - 1)
-        return chain.steps[k].own if k >= 0 else None
+        steps = chain.steps
+        k = step - (steps[0].step if steps else chain.tip.step)
+        if k < 0:
+            return None
+        return steps[k].own if k < len(steps) else chain.tip
 
     # -- chains ------------------------------------------------------------------------------
 
-    def _extend(self, name: str, chain: _Chain, own: OwnState, agent: Any) -> None:
+    def _extend(self, name: str, chain: Chain, own: OwnState, agent: Any) -> None:
+        chain.tip = own
         chain.task = asyncio.ensure_future(self._run_chain(name, chain, own, agent))
 
-    async def _run_chain(self, name: str, chain: _Chain, own: OwnState, agent: Any) -> None:
+    async def _run_chain(self, name: str, chain: Chain, own: OwnState, agent: Any) -> None:
         """Compute held steps of `name` from `own` (its state at the next step) on copies of
         `agent` (its state before that step), appending them to `chain`."""
         env, runner, metrics = self.env, self.c.runner, self.c.metrics
         loop = asyncio.get_running_loop()
-        mine: list[_Ahead] = []
-        prev = chain.steps[-1].own if chain.steps else own_state(env, name)
+        mine: list[Ahead] = []
         try:
             while own.step < env.max_steps:
                 while self._full(chain):
                     chain.room.clear()
                     await chain.room.wait()
                 predicted = predict(env, name, own, self._guess)[0]
+                movers = self._unsettled(own, predicted) if self.settle is not None else ()
+                while movers:  # wait for their state at own.step rather than guess it
+                    fut = loop.create_future()
+                    for y in movers:
+                        self.waiters.setdefault(y, []).append(fut)
+                    await fut
+                    predicted = predict(env, name, own, self._guess)[0]
+                    movers = self._unsettled(own, predicted)
                 copy = agent if self._stateless[name] else restore(snapshot(agent, env), env)
-                calls = _HeldCalls(metrics, self)
+                calls = HeldCalls(metrics, self)
                 llm = LLMClient(runner.backend, name, own.step, calls, self.c.models.get(name), speculative=True)
-                ahead = _Ahead(own, observation_key(predicted), copy, loop.create_future(), llm, calls)
+                seen = frozenset(env._idx(p["name"]) for p in predicted["perceived"])
+                for p in predicted["perceived"]:
+                    self.readers.setdefault(p["name"], set()).add(name)
+                ahead = Ahead(own, observation_key(predicted), seen, copy, loop.create_future(), llm, calls)
                 chain.steps.append(ahead)
+                self.where.add(name, own.position)
                 mine.append(ahead)
-                if own[1:] != prev[1:]:  # news for the agents it holds back
-                    self._revealed(name, own.step)
+                self._wake(name)
                 view = agent_view(env, predicted)
                 try:
                     if self.slots is None:
@@ -318,16 +259,41 @@ class Speculation(RunObserver):
                     return
                 ahead.action.set_result(action)
                 try:
-                    own = own_after(env, name, own, action)
+                    tip = own_after(env, name, own, action)
                 except MetropolisError:  # an action the env would reject: its real step will say so
                     return
-                agent, prev = copy, ahead.own
+                chain.tip = tip
+                if tip[1:] != own[1:]:  # news for the chains that guessed it unchanged
+                    self.changed[name] = max(self.changed.get(name, 0), tip.step)
+                    self._news(name, tip.step)
+                agent, own = copy, tip
         finally:  # cancelled or broken: none of its held steps may stay unresolved
             for ahead in mine:
                 if not ahead.action.done():
                     ahead.action.cancel()
 
-    def _full(self, chain: _Chain) -> bool:
+    def _wake(self, agent: str) -> None:
+        for fut in self.waiters.pop(agent, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    def _unsettled(self, own: OwnState, predicted: dict) -> list[str]:
+        env, out = self.env, []
+        for p in predicted["perceived"]:
+            y = p["name"]
+            if env.agent_step(y) >= own.step:
+                continue
+            ch = self.chains.get(y)
+            last = env.agent_step(y)
+            if ch is not None and ch.steps:
+                if ch.steps[0].step <= own.step <= ch.steps[-1].step:
+                    continue
+                last = max(last, ch.steps[-1].step)
+            if last - self.changed.get(y, -10 ** 9) <= self.settle:
+                out.append(y)
+        return out
+
+    def _full(self, chain: Chain) -> bool:
         if len(chain.steps) >= self.horizon:
             return True
         return sum(1 for a in chain.steps if a.calls.started) >= self.depth
@@ -340,19 +306,26 @@ class Speculation(RunObserver):
             chain.task.cancel()
         dropped = list(chain.steps)[k:]
         for _ in dropped:
-            self._waste(chain.steps.pop())
+            gone = chain.steps.pop()
+            self.where.remove(agent, gone.own.position)
+            self._waste(gone)
         self.cuts += 1
         base = chain.steps[-1].agent if chain.steps else self.c.agents[agent]
         self._extend(agent, chain, dropped[0].own, base)
+        self._news(agent, dropped[0].step + 1)  # its guesses from there on are gone
+        self._wake(agent)
 
-    def _discard(self, agent: str) -> None:
+    def _discard(self, agent: str, news: bool = True) -> None:
         chain = self.chains.pop(agent)
         if chain.task is not None and not chain.task.done():
             chain.task.cancel()
         for ahead in chain.steps:
+            self.where.remove(agent, ahead.own.position)
             self._waste(ahead)
+        if news and chain.steps:
+            self._news(agent, chain.steps[0].step + 1)
 
-    def _waste(self, ahead: _Ahead) -> None:
+    def _waste(self, ahead: Ahead) -> None:
         self.wasted_calls += ahead.calls.started
         self.wasted_tokens += sum(resp.input_tokens + resp.output_tokens for _, resp in ahead.calls.done)
         if self.answers is not None:
@@ -364,7 +337,7 @@ class Speculation(RunObserver):
         """End the run's speculation: discard what is held, wait for cancelled chains to end."""
         tasks = [c.task for c in self.chains.values() if c.task is not None]
         for a in list(self.chains):
-            self._discard(a)
+            self._discard(a, news=False)
         await cancel_all(tasks)
         if self.answers is not None:
             self.answers.clear()
@@ -372,7 +345,7 @@ class Speculation(RunObserver):
 
     # -- dispatch ----------------------------------------------------------------------------
 
-    def _take(self, agent: str, step: int) -> _Ahead | None:
+    def _take(self, agent: str, step: int) -> Ahead | None:
         """The held step of `agent` at `step` if its prediction was exact, else None (and the
         chain is gone)."""
         chain = self.chains.get(agent)
@@ -388,7 +361,7 @@ class Speculation(RunObserver):
             self._discard(agent)
             return None
         self.hits += 1
-        chain.steps.popleft()
+        self.where.remove(agent, chain.steps.popleft().own.position)
         chain.room.set()
         if not chain.steps and (chain.task is None or chain.task.done()):
             del self.chains[agent]
