@@ -34,6 +34,7 @@ from . import eager
 from .agent import LLMClient
 from .checkpoint import CheckpointObserver, restore, snapshot
 from .executors import LocalExecutor, cancel_all, gather_eager
+from .metrics import gpu_shares
 from .observers import RunObserver
 from .scheduling import DependencyPolicy
 
@@ -419,6 +420,7 @@ class Speculation(RunObserver):
         m.spec_hit_rate = self.hits / tested if tested else None
         total = m.tokens_in + m.tokens_out + self.wasted_tokens
         m.spec_token_share = self.spec_tokens / total if total else 0.0
+        m.spec_gpu_share, m.wasted_gpu_share = gpu_shares(m.backend, self.c.metrics.spec_gpu_used_s)
 
 
 def _is_stateless(agent: Any) -> bool:
