@@ -32,7 +32,7 @@ from ..prediction import (VIEWS, OwnState, agent_view, full_observation, observa
                           watchers)
 from . import eager
 from .agent import LLMClient
-from .checkpoint import CheckpointObserver, restore, snapshot
+from .checkpoint import restore, snapshot
 from .executors import LocalExecutor, cancel_all, gather_eager
 from .metrics import gpu_shares
 from .observers import RunObserver
@@ -181,8 +181,6 @@ class Speculation(RunObserver):
         if controller.env.observation_mode not in VIEWS:
             raise ConfigError(f"speculation hands agents predicted observations of modes {VIEWS}, not "
                               f"{controller.env.observation_mode!r}")
-        if any(isinstance(o, CheckpointObserver) for o in controller.observers):
-            raise ConfigError("speculation and checkpointing cannot be combined yet; drop one of them")
         self._stateless = {}
         for name, agent in controller.agents.items():
             self._stateless[name] = _is_stateless(agent)
