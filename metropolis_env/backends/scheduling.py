@@ -411,7 +411,7 @@ class Replica:
                 if job.speculative:
                     self.gpu_s_speculative += share
         else:
-            each = busy / n
+            each = busy / n if n else 0.0  # a decode-only segment always has n >= 1
         if n:
             self.decode_cum += each
             self.gpu_s_speculative += each * self.n_spec_decoding
