@@ -150,3 +150,16 @@ def test_a_speculative_bench_run_reports_its_gpu_shares_and_other_runs_none():
     assert 0 < spec.wasted_gpu_share < spec.spec_gpu_share < 1  # some speculation adopted, some discarded
     line = next(l for l in table(result).splitlines() if l.startswith("speculation ("))
     assert f"of busy GPU time {spec.spec_gpu_share:.2f} (wasted {spec.wasted_gpu_share:.3f})" in line
+
+
+def test_gpu_time_counts_as_used_for_adopted_speculative_calls_and_reused_answers_only():
+    from metropolis_env.backends.base import LLMResponse
+    from metropolis_env.runtime.answers import REUSED
+    from metropolis_env.runtime.metrics import MetricsRecorder
+
+    rec = MetricsRecorder(lambda: 0.0)
+    rec.record_call(req("a"), LLMResponse("x", 5, 1, gpu_s=1.0))  # ordinary
+    rec.record_call(req("a", speculative=True), LLMResponse("x", 5, 1, gpu_s=2.0))  # adopted speculation
+    rec.record_call(req("a"), LLMResponse("x", 5, 1, endpoint=REUSED, gpu_s=4.0))  # a discarded call's answer
+    rec.record_call(req("a", speculative=True), LLMResponse("x", 5, 1))  # not measured
+    assert rec.spec_gpu_used_s == 6.0

@@ -72,7 +72,7 @@ def test_interrupted_and_resumed_speculative_run_equals_sync(tmp_path_factory, w
     assert _interrupted(run_dir, world, rules, seed, depth, every, crash_at) is None  # died mid-run
     assume((run_dir / CHECKPOINT).exists())  # it died after its first checkpoint
     saved = load(run_dir)
-    assert saved["speculation"] == {"depth": depth, "max_inflight": "auto", "horizon": 256}
+    assert saved["speculation"] == {"depth": depth, "max_inflight": "auto", "horizon": 256, "reuse": True}
     m = resume(run_dir)
     assert m.spec_hit_rate is None or 0 <= m.spec_hit_rate <= 1  # the resumed part speculates again
     state = load(run_dir)

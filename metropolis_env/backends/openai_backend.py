@@ -33,6 +33,14 @@ Talks through the official `openai.AsyncOpenAI` client only. What it adds on top
   ``MinTokensLogitsProcessor``), and its pydantic models ignore unknown fields. Servers that
   reject unknown fields (OpenAI proper) need ``fixed_length=False``: then only ``max_tokens`` is
   sent and the output may end early.
+- **Cancellable at the server.** A cancelled call closes its HTTP request; llama-cpp-python's
+  server stops generating for a closed request only if it streams (backends/streaming.py). With
+  ``stream="speculative"`` (default) speculative calls (the ones the runtime cancels when proven
+  wrong) are streamed, every other call is not; ``"always"`` / ``"never"`` stream all or none.
+  A streamed call gives the same text; its token counts come from the server's usage chunk, or
+  are counted (streaming.py); a stream cut short (no finish reason) is retried. llama-cpp-python's
+  server must run with ``--interrupt_requests False``: otherwise it cuts a streamed request short
+  whenever another one arrives.
 - **Retries it owns.** The client runs with ``max_retries=0``; timeouts, connection errors, 408,
   409, 429 and 5xx are retried here with exponential backoff and jitter from a seeded RNG (so a
   run's retry schedule is reproducible), and counted per response and in `stats()`. Anything
@@ -57,8 +65,10 @@ from urllib.parse import urlparse
 
 from ..errors import ConfigError
 from .base import Backend, BackendError, LLMRequest, LLMResponse
+from .streaming import IncompleteStream, read_stream, transport_module
 
 PriorityStyle = Literal["low_first", "high_first", "off"]
+StreamPolicy = Literal["speculative", "always", "never"]
 
 #: Key sent to local servers that need none (vLLM's documented convention).
 PLACEHOLDER_API_KEY = "EMPTY"
@@ -115,6 +125,8 @@ class OpenAIBackend(Backend):
     api_key_env: the environment variable holding the key (see the module docstring).
     priority: how `LLMRequest.effective_priority` is sent ("low_first", "high_first", "off").
     fixed_length: send ``ignore_eos``/``min_tokens`` when ``output_tokens`` is set.
+    stream: which calls are streamed, so that cancelling them stops the server too
+        ("speculative", "always", "never"; see the module docstring).
     timeout: seconds per attempt. max_retries: retries after the first attempt.
     backoff_base / backoff_max: delay before retry k (0-based) is
         ``min(backoff_max, backoff_base * 2**k) * (1 + jitter * u)`` with u ~ U[0, 1) from
@@ -140,6 +152,7 @@ class OpenAIBackend(Backend):
         api_key_env: str = "OPENAI_API_KEY",
         priority: PriorityStyle = "low_first",
         fixed_length: bool = True,
+        stream: StreamPolicy = "speculative",
         timeout: float = 60.0,
         max_retries: int = 6,
         backoff_base: float = 0.5,
@@ -153,6 +166,8 @@ class OpenAIBackend(Backend):
     ):
         import openai  # the one client this backend speaks through
 
+        httpx = transport_module()  # the client's transport: errors in the middle of a stream are its own
+
         if base_url is None:
             base_url = os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
@@ -161,12 +176,16 @@ class OpenAIBackend(Backend):
         if priority not in ("low_first", "high_first", "off"):
             raise ConfigError(f"priority must be 'low_first', 'high_first' or 'off', "
                               f"not {priority!r}")
+        if stream not in ("speculative", "always", "never"):
+            raise ConfigError(f"stream must be 'speculative', 'always' or 'never', not {stream!r}")
         if (max_retries < 0 or timeout <= 0 or backoff_base < 0 or backoff_max < 0 or jitter < 0
                 or failure_cooldown < 0):
             raise ConfigError("max_retries, backoff_base, backoff_max, failure_cooldown and jitter must be "
                               ">= 0 and timeout > 0")
         key = _resolve_api_key(api_key_env, urls)
         self._openai = openai
+        self._httpx = httpx
+        self._failures = (openai.OpenAIError, httpx.TransportError, IncompleteStream)
         self.endpoints = [
             Endpoint(u, openai.AsyncOpenAI(
                 api_key=key, base_url=u, timeout=timeout, max_retries=0,
@@ -177,6 +196,7 @@ class OpenAIBackend(Backend):
         self.models = models
         self.priority = priority
         self.fixed_length = fixed_length
+        self.stream = stream
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -236,6 +256,9 @@ class OpenAIBackend(Backend):
             body["messages"] = [dict(m) for m in request.messages]
         else:
             body["prompt"] = request.prompt
+        if self.stream == "always" or (self.stream == "speculative" and request.speculative):
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
         if extra:
             body["extra_body"] = extra
         return body
@@ -267,8 +290,12 @@ class OpenAIBackend(Backend):
     def _classify(self, exc: BaseException) -> tuple[bool, str, float | None]:
         """(retryable, description, retry_after seconds) of a failed attempt."""
         openai = self._openai
-        if isinstance(exc, openai.APITimeoutError):
+        if isinstance(exc, (openai.APITimeoutError, self._httpx.TimeoutException)):
             return True, "timed out", None
+        if isinstance(exc, IncompleteStream):
+            return True, str(exc), None
+        if isinstance(exc, self._httpx.TransportError):  # the connection broke in the middle of a stream
+            return True, f"connection error ({type(exc).__name__}: {exc})", None
         if isinstance(exc, openai.APIConnectionError):
             cause = exc.__cause__ or exc
             return True, f"connection error ({type(cause).__name__}: {cause})", None
@@ -297,11 +324,8 @@ class OpenAIBackend(Backend):
             self._max_outstanding = max(self._max_outstanding,
                                         sum(e.outstanding for e in self.endpoints))
             try:
-                if chat:
-                    result = await ep.client.chat.completions.create(**body)
-                else:
-                    result = await ep.client.completions.create(**body)
-            except self._openai.OpenAIError as exc:
+                text, tokens_in, tokens_out = await self._send(ep.client, body, chat)
+            except self._failures as exc:
                 retryable, what, retry_after = self._classify(exc)
                 ep.failures += 1
                 where = (f"agent {request.agent!r} step {request.step} call {request.index} "
@@ -328,14 +352,6 @@ class OpenAIBackend(Backend):
                 ep.outstanding -= 1
             await self._sleep(delay)
 
-        choice = result.choices[0] if result.choices else None
-        if chat:
-            text = (choice.message.content if choice is not None else None) or ""
-        else:
-            text = (choice.text if choice is not None else None) or ""
-        usage = getattr(result, "usage", None)
-        tokens_in = getattr(usage, "prompt_tokens", None)
-        tokens_out = getattr(usage, "completion_tokens", None)
         # A server that reports no usage still gets the counts the trace knows, if any.
         tokens_in = int(tokens_in if tokens_in is not None else request.input_tokens or 0)
         tokens_out = int(tokens_out if tokens_out is not None else request.output_tokens or 0)
@@ -344,6 +360,22 @@ class OpenAIBackend(Backend):
         self._tokens_out += tokens_out
         return LLMResponse(text=text, input_tokens=tokens_in, output_tokens=tokens_out,
                            start=start, end=loop.time(), retries=attempt, endpoint=ep.base_url)
+
+    async def _send(self, client, body: dict[str, Any], chat: bool) -> tuple[str, int | None, int | None]:
+        """One attempt: (text, prompt tokens, completion tokens), the counts None where unknown."""
+        create = client.chat.completions.create if chat else client.completions.create
+        result = await create(**body)
+        if body.get("stream"):
+            answer = await read_stream(result, chat)
+            out = answer.completion_tokens if answer.completion_tokens is not None else answer.pieces
+            return answer.text, answer.prompt_tokens, out
+        choice = result.choices[0] if result.choices else None
+        if chat:
+            text = (choice.message.content if choice is not None else None) or ""
+        else:
+            text = (choice.text if choice is not None else None) or ""
+        usage = getattr(result, "usage", None)
+        return text, getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
 
     # -- lifecycle and metrics --------------------------------------------------------------
 

@@ -36,7 +36,10 @@ How to read the table:
                 the batches it was in (simulated server; '-' where the backend cannot measure it)
   lower bounds  critical path: the longest chain of really dependent calls, each served alone
                 (unlimited GPUs); gpu-limit: every call submitted at once (throughput). No mode
-                that waits for real interactions can beat the larger; "async is Nx" how far it is"""
+                that waits for real interactions can beat the larger; "async is Nx" how far it is
+  answer cache  with speculation: calls answered from an identical call of a discarded speculative
+                step, without the server (greedy calls with a prompt only; the trace workloads'
+                calls carry token counts, no prompt, and are never reused)"""
 
 
 def _f(x, fmt: str = "{:.2f}", none: str = "-") -> str:
@@ -73,6 +76,9 @@ def table(result: BenchResult) -> str:
                          f"({r['wasted_calls']} calls, {r['wasted_tokens']} tokens), speculative share of "
                          f"tokens served {r['spec_token_share']:.2f}, of busy GPU time "
                          f"{_f(r['spec_gpu_share'])} (wasted {_f(r['wasted_gpu_share'], '{:.3f}')})")
+        if r.get("reused_calls") is not None:
+            lines.append(f"answer cache ({r['mode']}): {r['reused_calls']} calls ({r['reused_tokens']} tokens) answered "
+                         f"from discarded speculative calls")
     if result.critical_s is not None or result.gpu_limit_s is not None:
         lines.append("")
         lines.append(f"lower bounds: critical path {_f(result.critical_s, '{:.1f}')} s, "

@@ -66,6 +66,8 @@ class BenchResult:
                 "spec_token_share": m.spec_token_share,
                 "spec_gpu_share": m.spec_gpu_share,
                 "wasted_gpu_share": m.wasted_gpu_share,
+                "reused_calls": m.reused_calls,
+                "reused_tokens": m.reused_tokens,
             })
         return out
 

@@ -106,7 +106,8 @@ class Controller:
             # Speculation's settings, not its state: held chains are never saved, a resumed run
             # builds them again.
             spec = None if speculation is None else {
-                "depth": speculation.depth, "max_inflight": speculation.max_inflight, "horizon": speculation.horizon}
+                "depth": speculation.depth, "max_inflight": speculation.max_inflight, "horizon": speculation.horizon,
+                "reuse": speculation.reuse}
             settings = {"mode": self.mode, "seed": seed, "max_clusters": policy.max_inflight
                         if self.mode == "async" else None, "models": self.models, "speculation": spec}
             self.observers.append(CheckpointObserver(checkpoint, env, self.agents, lambda: self.committed, settings))

@@ -9,6 +9,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from ..backends.base import LLMRequest, LLMResponse
+from .answers import REUSED
 
 
 class CallSpan(NamedTuple):
@@ -86,6 +87,11 @@ class RunMetrics:
     #: discarded ones only.
     spec_gpu_share: float | None = None
     wasted_gpu_share: float | None = None
+    #: Re-run answer cache (None when off): calls answered from a discarded speculative step's
+    #: identical call, without a server call, and their tokens (both included in llm_calls and
+    #: tokens_in/out, which count every call an agent made).
+    reused_calls: int | None = None
+    reused_tokens: int | None = None
     backend: dict = field(default_factory=dict)
     #: (time, outstanding requests) at every change; for plots, not serialised.
     timeline: list = field(default_factory=list, repr=False)
@@ -117,7 +123,8 @@ class MetricsRecorder:
         self._t_spread = self.t0
         self.llm_calls = self.tokens_in = self.tokens_out = self.retries = 0
         #: GPU seconds of the recorded calls sent as speculative (adopted speculation: a
-        #: discarded step's calls are never recorded)
+        #: discarded step's calls are never recorded), and of answers a discarded speculative
+        #: call gave that the answer cache handed out again (used after all)
         self.spec_gpu_used_s = 0.0
         self.step_latencies: list[float] = []
         self.calls: list[CallSpan] | None = [] if record_calls else None
@@ -147,7 +154,7 @@ class MetricsRecorder:
         self.tokens_in += resp.input_tokens
         self.tokens_out += resp.output_tokens
         self.retries += resp.retries
-        if req.speculative and resp.gpu_s is not None:
+        if resp.gpu_s is not None and (req.speculative or resp.endpoint == REUSED):
             self.spec_gpu_used_s += resp.gpu_s
         if self.calls is not None:
             self.calls.append(CallSpan(req.agent, req.step, req.index, resp.start - self.t0, resp.end - self.t0))
@@ -222,7 +229,8 @@ def gpu_shares(backend_stats: dict, spec_used_s: float) -> tuple[float | None, f
     the speculative time is waste: calls of discarded steps, finished or cancelled in flight
     (charged up to their release). A call counts by how it was sent: a speculative call whose
     step is adopted while it runs counts as speculative, and adopted, for all of its time; the
-    calls its step makes after adoption are ordinary. (None, None) when the backend does not
+    calls its step makes after adoption are ordinary. A discarded call whose answer the answer
+    cache (runtime/answers.py) hands out again counts as adopted: its GPU time was used. (None, None) when the backend does not
     measure GPU time per request."""
     busy, spec = backend_stats.get("gpu_busy_s"), backend_stats.get("gpu_s_speculative")
     if busy is None or spec is None:

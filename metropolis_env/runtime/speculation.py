@@ -32,6 +32,7 @@ from ..prediction import (VIEWS, OwnState, agent_view, full_observation, observa
                           watchers)
 from . import eager
 from .agent import LLMClient
+from .answers import Answers
 from .checkpoint import restore, snapshot
 from .executors import LocalExecutor, cancel_all, gather_eager
 from .metrics import gpu_shares
@@ -159,15 +160,18 @@ class Speculation(RunObserver):
     limited only by `horizon`, in steps); 1: one costly step ahead at most.
     max_inflight: speculative agent-steps computing at once over all agents, smallest step
     first ("auto": max(16, agents // 8); None: no limit).
+    reuse: answer an agent's later calls that are identical to completed calls of its discarded
+    speculative steps from those (`answers.Answers`; greedy calls with a prompt only).
     """
 
-    def __init__(self, depth: int = DEPTH, max_inflight: int | str | None = "auto", horizon: int = 256):
+    def __init__(self, depth: int = DEPTH, max_inflight: int | str | None = "auto", horizon: int = 256,
+                 reuse: bool = True):
         if not isinstance(depth, int) or depth < 1:
             raise ConfigError(f"speculation depth must be an int >= 1, got {depth!r}")
         if max_inflight != "auto" and max_inflight is not None and (not isinstance(max_inflight, int)
                                                                      or max_inflight < 1):
             raise ConfigError(f"speculation max_inflight must be an int >= 1, 'auto' or None, got {max_inflight!r}")
-        self.depth, self.max_inflight, self.horizon = depth, max_inflight, horizon
+        self.depth, self.max_inflight, self.horizon, self.reuse = depth, max_inflight, horizon, reuse
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -206,12 +210,18 @@ class Speculation(RunObserver):
         self.slots = _Slots(limit) if limit else None
         self.hits = self.misses = self.cuts = self.issued = self.wasted_calls = 0
         self.wasted_tokens = self.spec_tokens = 0
+        self.answers = Answers() if self.reuse else None
+        if self.answers is not None:  # every call of the run, real or speculative, may be a re-run
+            self._backend, controller.runner.backend = controller.runner.backend, self.answers.backend(
+                controller.runner.backend)
         return self.dispatch
 
     # -- observer hooks ----------------------------------------------------------------------
 
     def committed(self, agent: str, step: int, action: Any) -> None:
         self.moved.append(agent)
+        if self.answers is not None:
+            self.answers.forget(agent, step)
         if step + 1 < self.env.max_steps and not self.env.is_ready(agent) and agent not in self.chains:
             self.want.add(agent)
 
@@ -344,6 +354,8 @@ class Speculation(RunObserver):
     def _waste(self, ahead: _Ahead) -> None:
         self.wasted_calls += ahead.calls.started
         self.wasted_tokens += sum(resp.input_tokens + resp.output_tokens for _, resp in ahead.calls.done)
+        if self.answers is not None:
+            self.answers.keep(ahead.calls.done)
         if ahead.action.done() and not ahead.action.cancelled():
             ahead.action.exception()  # retrieved: a failed speculation is not an error of the run
 
@@ -353,6 +365,9 @@ class Speculation(RunObserver):
         for a in list(self.chains):
             self._discard(a)
         await cancel_all(tasks)
+        if self.answers is not None:
+            self.answers.clear()
+            self.c.runner.backend = self._backend
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -419,6 +434,8 @@ class Speculation(RunObserver):
         total = m.tokens_in + m.tokens_out + self.wasted_tokens
         m.spec_token_share = self.spec_tokens / total if total else 0.0
         m.spec_gpu_share, m.wasted_gpu_share = gpu_shares(m.backend, self.c.metrics.spec_gpu_used_s)
+        if self.answers is not None:
+            self.answers.report(m)
 
 
 def _is_stateless(agent: Any) -> bool:

@@ -12,22 +12,10 @@ Install with ``pip install 'metropolis-env[llamacpp]'``; nothing here is importe
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
-
+from ..backends.streaming import transport_module as httpx_module
 from .llama_server import LlamaServer, ServerError, free_port, llama_cpp_skip_reason
 from .proxy import DelayProxy
 from .tiny_model import write_tiny_model
-
-
-def httpx_module() -> ModuleType:
-    """The httpx package `openai` uses (``httpx``, or ``httpx2`` in newer openai releases)."""
-    import openai
-
-    for cls in openai.DefaultAsyncHttpxClient.__mro__[1:]:
-        if cls.__name__ == "AsyncClient":
-            return importlib.import_module(cls.__module__.split(".")[0])
-    return importlib.import_module("httpx")
 
 
 __all__ = ["DelayProxy", "LlamaServer", "ServerError", "free_port", "httpx_module",

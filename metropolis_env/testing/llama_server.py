@@ -6,9 +6,10 @@
         server.kill()       # SIGKILL, as a crash would
         server.restart()    # same port, so clients pointed at it recover by retrying
 
-The server is started with ``--interrupt_requests False``: by default llama-cpp-python cancels the
-streamed request in progress when a new one arrives (llama_cpp/server/app.py, checked only while
-streaming; OpenAIBackend does not stream), and concurrent clients must see their requests queue.
+The server is started with ``--interrupt_requests False``: by default llama-cpp-python cuts the
+streamed request in progress short when a new one arrives (llama_cpp/server/app.py, checked only
+while streaming; OpenAIBackend streams speculative calls), and concurrent clients must see their
+requests queue.
 It serves one request at a time (no batching): it checks correctness and fault handling, not speed.
 Binds 127.0.0.1 only. Needs the `llamacpp` extra; `llama_cpp_skip_reason()` says why it can't run.
 """
@@ -89,7 +90,8 @@ class LlamaServer:
         return f"http://{self.host}:{self.port}/v1"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "llama_cpp.server",
+        # -u: the server's own prints (e.g. "Disconnected from client") reach the log at once
+        return [sys.executable, "-u", "-m", "llama_cpp.server",
                 "--model", str(self.model_path), "--model_alias", self.model_alias,
                 "--host", self.host, "--port", str(self.port),
                 "--n_ctx", str(self.n_ctx), "--seed", str(self.seed),
