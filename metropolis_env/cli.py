@@ -29,7 +29,9 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     add_options(p, ServerConfig, "LLM server")
     tracking = add_options(p, TrackingConfig, "dependency tracking", also={"--best": BEST})
     tracking.add_argument("--best", action="store_true",
-                          help=f"our best settings, beyond the paper: {as_flags(TrackingConfig, asdict(BEST))}")
+                          help=f"our best settings, beyond the paper: {as_flags(TrackingConfig, asdict(BEST))} "
+                               f"(speculation stays off: it is slower than async at some sweep points, "
+                               f"docs/SPECULATION.md; add --speculate for it)")
     add_options(p, RunConfig, "run")
     add_options(p, BenchOutputs, "output")
 

@@ -13,6 +13,7 @@ import signal
 import sys
 
 import metropolis_env as me
+from metropolis_env import navigation as nav
 from metropolis_env.backends.echo import EchoBackend
 from metropolis_env.runtime import Controller
 from metropolis_env.runtime.checkpoint import Checkpointer
@@ -34,7 +35,19 @@ class Walker:
         seen = tuple(o["name"] for o in obs["perceived"])
         # state changes after the last await: the checkpoint contract
         self.history.append((obs["step"], tuple(int(v) for v in obs["position"]), seen, b.text))
-        return dict(self.env.move_to(self.name, target), utterance=b.text[:40])
+        return dict(self.move(obs, target), utterance=b.text[:40])
+
+    def move(self, obs, target) -> dict:
+        return self.env.move_to(self.name, target)
+
+
+class ObsWalker(Walker):
+    """Walker that walks from the tile its observation gives, not the env's: under speculation a
+    held step may run before the env has committed the agent's previous step (docs/SPECULATION.md)."""
+
+    def move(self, obs, target) -> dict:
+        here = tuple(int(v) for v in obs["position"])
+        return nav.move_to(self.env.world, here, target, self.env.max_vel, f"{self.name} to {target}")
 
 
 def backend_factory() -> EchoBackend:
@@ -43,13 +56,18 @@ def backend_factory() -> EchoBackend:
 
 def build(mode: str = "async"):
     env = me.make("the_ville", agents=AGENTS, max_steps=STEPS, seed=7)
-    return env, {a: Walker(env, a) for a in env.possible_agents}
+    kind = ObsWalker if mode == "async+spec" else Walker
+    return env, {a: kind(env, a) for a in env.possible_agents}
 
 
 def controller(run_dir: str, on_commit=None, mode: str = "async") -> Controller:
+    """mode: a controller mode, or "async+spec": async with speculation (depth 1: Walker reads
+    its own tile from the env)."""
     env, agents = build(mode)
     ck = Checkpointer(run_dir, functools.partial(backend_factory), every=25)
-    return Controller(env, agents, ck.build_backend(), mode, seed=7, checkpoint=ck, on_commit=on_commit)
+    spec = mode == "async+spec"
+    return Controller(env, agents, ck.build_backend(), "async" if spec else mode, seed=7, checkpoint=ck,
+                      on_commit=on_commit, speculation=1 if spec else None)
 
 
 def main() -> None:

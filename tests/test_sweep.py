@@ -9,7 +9,8 @@ import json
 import pytest
 
 import metropolis_env.bench.sweep as sweep
-from metropolis_env.bench.runner import BenchConfig, load_trace, run_bench
+from metropolis_env.bench.runner import BenchConfig, BenchResult, load_trace, run_bench
+from metropolis_env.runtime.metrics import RunMetrics
 
 
 def test_variant_comparison_runs_every_variant_on_one_trace_and_reuses_sync_and_oracle(monkeypatch):
@@ -67,3 +68,32 @@ def test_sweep_keeps_the_hand_written_notes_of_the_report(tmp_path, monkeypatch)
     assert cells[6] == f"{best['async']['completion_time_s']:.0f}"
     ratio = paper["sync"]["completion_time_s"] / best["async"]["completion_time_s"]
     assert cells[8] == f"{paper['async']['speedup_vs_sync']:.2f}x, {ratio:.2f}x"
+    # the speculation column: async+spec ran at the point with the paper's settings, not with ours
+    assert "async+spec" in paper and "async+spec" not in best
+    spec = paper["async+spec"]
+    assert spec["llm_calls"] == paper["sync"]["llm_calls"] and spec["wasted_call_share"] > 0
+    row = next(l for l in text.split("## Speculation")[1].splitlines() if l.startswith("| busy | 25 | 8 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4] == f"{spec['completion_time_s']:.0f}"
+    assert cells[6] == f"{paper['async']['speedup_vs_sync']:.2f}x, {spec['speedup_vs_sync']:.2f}x"
+    assert cells[7].endswith(f"{spec['pct_of_oracle']:.1f}%") and cells[8] == f"{spec['wasted_call_share']:.3f}"
+    assert cells[9] == f"{spec['spec_gpu_share']:.3f} ({spec['wasted_gpu_share']:.3f})"
+    faster = spec["completion_time_s"] <= paper["async"]["completion_time_s"]
+    assert ("at 1 of 1 points." in text) == faster and ("slower at: busy 25 agents 8 GPUs" in text) != faster
+
+
+def test_speculation_section_names_every_point_where_speculation_was_slower():
+    def result(window, agents, gpus, t_async, t_spec):
+        cfg = BenchConfig.of(window=window, agents=agents, gpus=gpus, speculate=4)
+        runs = {m: RunMetrics(mode=m, completion_time_s=t, wasted_call_share=0.1 if m == "async+spec" else None)
+                for m, t in (("sync", 200.0), ("async", t_async), ("oracle", 90.0), ("async+spec", t_spec))}
+        return BenchResult(cfg, runs)
+
+    lines = sweep.render_speculation([result("busy", 25, 8, 100.0, 95.0), result("busy", 1000, 8, 100.0, 100.0),
+                                      result("quiet", 500, 1, 100.0, 102.5)])
+    assert lines[1] == "## Speculation (async+spec, depth 4)"
+    assert lines[-1] == ("Speculation at least as fast as async at 2 of 3 points; slower at: "
+                         "quiet 500 agents 1 GPUs (+2.50%).")
+    row = next(l for l in lines if l.startswith("| busy | 25 | 8 |"))
+    # spec/async time, both speedups over sync, both shares of oracle; no GPU shares measured: '-'
+    assert "| 0.950 | 2.00x, 2.11x | 90.0%, 94.7% | 0.100 | - (-) |" in row

@@ -58,7 +58,9 @@ class LLMRequest:
 
 @dataclass
 class LLMResponse:
-    """The answer to one LLMRequest. `start`/`end` are event-loop times (virtual or wall)."""
+    """The answer to one LLMRequest. `start`/`end` are event-loop times (virtual or wall).
+    `gpu_s`: busy GPU seconds the server charged to this request (its share of the batches it
+    was in), where the backend measures it (the simulated server), else None."""
 
     text: str
     input_tokens: int
@@ -67,6 +69,7 @@ class LLMResponse:
     end: float = 0.0
     retries: int = 0
     endpoint: str = ""
+    gpu_s: float | None = None
 
     @property
     def latency(self) -> float:

@@ -25,6 +25,18 @@ segment (duration in closed form, `ServerConfig.decode_time`) that ends at the n
 the end of a decode run (sglang), or the iteration whose new KV blocks would not fit (vllm). Block
 demand is kept as a histogram of the decoding requests' context length modulo `block_size`, so a
 segment's block need is O(block_size) whatever the batch.
+
+GPU time per request: each segment's busy seconds are split over the requests it served, and the
+shares add up to the replica's busy time. An iteration with prompt chunks: its fixed cost
+(`iteration_overhead_s`: launch and scheduling, paid once per iteration whatever it holds) in
+equal parts per request in it, the rest (the roofline part) in proportion to the tokens each
+computed (one per decoding request, its chunk per prefilling one). A decode-only segment: in equal
+parts, since every request in it computes one token per iteration. Decode shares go into one
+running sum per replica (`decode_cum`) that a request reads when it starts and stops decoding,
+so charging a segment is O(1) whatever the batch. A cancelled or preempted request keeps what
+it was charged up to its release. `gpu_s_speculative` sums the shares of requests sent with
+`LLMRequest.speculative` (their whole time, even what was computed after the runtime adopted
+their step).
 """
 
 from __future__ import annotations
@@ -61,6 +73,9 @@ class Job:
     admitted: float | None = None
     end: float = 0.0
     cancelled: bool = False
+    speculative: bool = False  # sent as a speculative request
+    gpu_s: float = 0.0  # GPU seconds charged so far (decoding time folded in at release)
+    cum0: float = 0.0  # the replica's decode_cum when it started decoding
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -107,6 +122,9 @@ class Replica:
     queue_delay_max: float = 0.0
     first_admissions: int = 0
     last_end: float = 0.0
+    decode_cum: float = 0.0  # GPU seconds charged to one decoding request since the start
+    n_spec_decoding: int = 0  # decoding requests sent as speculative
+    gpu_s_speculative: float = 0.0  # GPU seconds charged to speculative requests
     #: `n_outstanding` of every replica of the server, by index; one list per server.
     loads: list = field(default_factory=lambda: [0], repr=False)
 
@@ -239,6 +257,8 @@ class Replica:
         job.state = DECODE
         job.ctx0, job.iter0 = job.context, self.dsteps
         job.finish_iter = self.dsteps + job.out_left
+        job.cum0 = self.decode_cum
+        self.n_spec_decoding += job.speculative
         self.context_sum += job.context
         if not self.reserve:
             self.phase[(job.ctx0 - job.iter0) % self.block] += 1
@@ -250,6 +270,8 @@ class Replica:
         if job.state == DECODE:
             ctx = job.ctx0 + self.dsteps - job.iter0
             job.out_left = job.finish_iter - self.dsteps
+            job.gpu_s += self.decode_cum - job.cum0
+            self.n_spec_decoding -= job.speculative
             self.context_sum -= ctx
             if not self.reserve:
                 self.phase[(job.ctx0 - job.iter0) % self.block] -= 1
@@ -301,6 +323,7 @@ class Replica:
         self.busy_s += now - self.seg_start
         k = self.seg_iters
         if k:
+            self._charge(now - self.seg_start)
             if self.seg_decodes:
                 n = self.n_decoding
                 if not self.reserve:
@@ -372,6 +395,26 @@ class Replica:
         else:
             self.seg_iters = 0
             self.timer = None  # idle until the next arrival
+
+    def _charge(self, busy: float) -> None:
+        """Split a finished segment's `busy` seconds over the requests it served (the module
+        docstring says how)."""
+        n = self.n_decoding if self.seg_decodes else 0
+        chunks = self.seg_chunks
+        if chunks:  # one iteration
+            fixed = min(busy, self.cfg.iteration_overhead_s) / (n + len(chunks))
+            per_token = (busy - fixed * (n + len(chunks))) / (n + sum(m for _, m in chunks))
+            each = fixed + per_token
+            for job, m in chunks:
+                share = fixed + per_token * m
+                job.gpu_s += share
+                if job.speculative:
+                    self.gpu_s_speculative += share
+        else:
+            each = busy / n if n else 0.0  # a decode-only segment always has n >= 1
+        if n:
+            self.decode_cum += each
+            self.gpu_s_speculative += each * self.n_spec_decoding
 
     def _plan_vllm(self, now: float) -> list:
         """Chunks of a mixed iteration: decodes first, then prompt chunks, then admissions."""

@@ -252,7 +252,7 @@ class SimulatedBackend(Backend):
         prio = request.effective_priority
         key = (prio, seq) if self.config.policy == "priority" else (seq,)
         job = Job(request, seq, n_in, n_out, now, loop.create_future(), key, victim_key=(-prio, -seq),
-                  prompt_left=n_in, out_left=n_out)
+                  prompt_left=n_in, out_left=n_out, speculative=request.speculative)
         if self._first_arrival is None:
             self._first_arrival = now
         # least outstanding, lowest index on ties: C-level passes over the counters, since with 64
@@ -269,7 +269,7 @@ class SimulatedBackend(Backend):
             rep.cancel(job)
             raise
         return LLMResponse(_filler_text(n_out), n_in, n_out, start=job.arrival, end=job.end,
-                           endpoint=self._endpoints[rep.index])
+                           endpoint=self._endpoints[rep.index], gpu_s=job.gpu_s)
 
     def stats(self) -> dict[str, Any]:
         """Metrics of everything served so far.
@@ -279,6 +279,10 @@ class SimulatedBackend(Backend):
         gpu_busy_share_per_replica. queue_delay_*: arrival to first scheduled token.
         preemptions / recomputed_tokens: evictions for want of KV blocks and the output tokens
         they made the server compute again. dropped: requests whose caller gave up.
+        gpu_busy_s: busy GPU seconds, replicas added up (each replica's busy time once, however
+        many GPUs it spans); gpu_s_speculative: the part of it charged to requests sent as
+        speculative (`scheduling` says how an iteration is split over its requests; each
+        response carries its own share as `gpu_s`).
         """
         reps = self._replicas
         last_end = max(r.last_end for r in reps)
@@ -292,6 +296,8 @@ class SimulatedBackend(Backend):
             "scheduler": cfg.scheduler,
             "gpu_busy_share": sum(busy) / len(busy),
             "gpu_busy_share_per_replica": busy,
+            "gpu_busy_s": sum(r.busy_s for r in reps),
+            "gpu_s_speculative": sum(r.gpu_s_speculative for r in reps),
             "iterations": sum(r.iterations for r in reps),
             "iterations_per_replica": [r.iterations for r in reps],
             "requests": sum(r.completed for r in reps),

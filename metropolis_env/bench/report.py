@@ -29,6 +29,11 @@ How to read the table:
   parallelism   LLM requests in flight, time-weighted mean
   deps/agent    agents each agent-step waited for, itself included (sync: every agent)
   spread        most advanced agent's step minus the furthest behind, time-weighted mean
+  speculation   (async+spec, --speculate) hit rate: held steps whose prediction was exact;
+                wasted_call_share: calls of discarded held steps / all calls issued; speculative
+                share of tokens served; of busy GPU time: spec_gpu_share (speculative calls, adopted
+                or discarded) and wasted_gpu_share (discarded only), each call charged its share of
+                the batches it was in (simulated server; '-' where the backend cannot measure it)
   lower bounds  critical path: the longest chain of really dependent calls, each served alone
                 (unlimited GPUs); gpu-limit: every call submitted at once (throughput). No mode
                 that waits for real interactions can beat the larger; "async is Nx" how far it is
@@ -69,7 +74,8 @@ def table(result: BenchResult) -> str:
             lines.append(f"speculation ({r['mode']}, depth {cfg.run.speculate}): hit rate "
                          f"{_f(r['spec_hit_rate'], '{:.3f}')}, wasted_call_share {r['wasted_call_share']:.3f} "
                          f"({r['wasted_calls']} calls, {r['wasted_tokens']} tokens), speculative share of "
-                         f"tokens served {r['spec_token_share']:.2f}")
+                         f"tokens served {r['spec_token_share']:.2f}, of busy GPU time "
+                         f"{_f(r['spec_gpu_share'])} (wasted {_f(r['wasted_gpu_share'], '{:.3f}')})")
         if r.get("reused_calls") is not None:
             lines.append(f"answer cache ({r['mode']}): {r['reused_calls']} calls ({r['reused_tokens']} tokens) answered "
                          f"from discarded speculative calls")

@@ -64,6 +64,8 @@ class BenchResult:
                 "wasted_tokens": m.wasted_tokens,
                 "spec_hit_rate": m.spec_hit_rate,
                 "spec_token_share": m.spec_token_share,
+                "spec_gpu_share": m.spec_gpu_share,
+                "wasted_gpu_share": m.wasted_gpu_share,
                 "reused_calls": m.reused_calls,
                 "reused_tokens": m.reused_tokens,
             })

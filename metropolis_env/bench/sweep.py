@@ -8,7 +8,7 @@ import time
 from dataclasses import fields, replace
 from pathlib import Path
 
-from .config import BEST, SCALE, BenchConfig
+from .config import BEST, SCALE, SPEC_MODE, SPECULATION_DEPTH, BenchConfig
 from .runner import BenchResult, load_trace, run_bench
 
 #: The paper's headline numbers (docs/PAPER.md; Llama-3-8B on NVIDIA L4).
@@ -123,8 +123,9 @@ def run_sweep(out: str = "docs/RESULTS.md", quick: bool = False, progress: bool 
               sections: tuple[str, ...] = SECTIONS) -> list[BenchResult]:
     """Run the grid and write the markdown report; returns every BenchResult.
 
-    Each grid point runs its modes with `base`'s settings (the paper's by default) and async
-    once more with our best settings (BEST) on the same trace."""
+    Each grid point runs its modes with `base`'s settings (the paper's by default), among them
+    async with speculation (SPEC_MODE, `base`'s depth or the default one), and async once more
+    with our best settings (BEST) on the same trace."""
     base = base or BenchConfig.of(progress=progress)
     grid = (QUICK_GRID if quick else FULL_GRID) if "grid" in sections else []
     results: list[BenchResult] = []
@@ -133,16 +134,19 @@ def run_sweep(out: str = "docs/RESULTS.md", quick: bool = False, progress: bool 
     t0 = time.perf_counter()
     for window, agents, gpus in grid:
         cfg = base.replace(window=window, agents=agents, gpus=gpus, modes=SCALE.modes(agents),
-                           lower_bounds=agents <= 100, progress=progress)
+                           lower_bounds=agents <= 100, progress=progress,
+                           speculate=base.run.speculate or SPECULATION_DEPTH)
         key = (cfg.trace.workload, window, agents, cfg.trace.seed)
         if key not in traces:
             traces = {key: load_trace(cfg)}  # keep one trace in memory at a time
         results.append(run_bench(cfg, trace=traces[key]))
         if _variant(cfg) != VARIANTS[-1]:
-            best.append(run_bench(replace(cfg, tracking=BEST).replace(modes=("async",), lower_bounds=False),
+            best.append(run_bench(replace(cfg, tracking=BEST).replace(modes=("async",), lower_bounds=False,
+                                                                      speculate=None),
                                   trace=traces[key]))
         print(f"[sweep] {window} {agents} agents {gpus} GPUs: async/sync "
-              f"{results[-1].ratio('async', 'sync'):.2f}x, best {_best_ratio(results[-1], best, 'sync'):.2f}x "
+              f"{results[-1].ratio('async', 'sync'):.2f}x, best {_best_ratio(results[-1], best, 'sync'):.2f}x, "
+              f"spec {results[-1].ratio(SPEC_MODE, 'sync'):.2f}x "
               f"({time.perf_counter() - t0:.0f} s so far)", flush=True)
     priority: list[BenchResult] = []
     if not quick and "priority" in sections:
@@ -275,6 +279,7 @@ def render_results(results: list[BenchResult], best: list[BenchResult], priority
             f"{r.runs['async'].deps_per_agent_step:.2f}, {mine.runs['async'].deps_per_agent_step:.2f} | "
             f"{'-' if r.critical_s is None else f'{r.critical_s:.0f}'} | "
             f"{'-' if r.gpu_limit_s is None else f'{r.gpu_limit_s:.0f}'} |")
+    lines += render_speculation(results)
     if priority:
         lines += ["", "## Priority scheduling (busy hour, 500 agents)", "",
                   "| GPUs | policy | async (s) | oracle (s) | paper async (s) | paper oracle (s) |",
@@ -285,3 +290,40 @@ def render_results(results: list[BenchResult], best: list[BenchResult], priority
             lines.append(f"| {llm.gpus} | {llm.policy} | {r.runs['async'].completion_time_s:.0f} | "
                          f"{r.runs['oracle'].completion_time_s:.0f} | {pa} | {po} |")
     return "\n".join(lines) + "\n"
+
+
+def render_speculation(results: list[BenchResult]) -> list[str]:
+    """The speculation section: async+spec beside async at every grid point, and the points
+    where speculation was slower (what `bench --best` asks of it, docs/SPECULATION.md)."""
+    rows = [r for r in results if SPEC_MODE in r.runs and "async" in r.runs]
+    if not rows:
+        return []
+    depth = rows[0].config.run.speculate
+    lines = ["", f"## Speculation (async+spec, depth {depth})", "",
+             "Async with speculation (docs/SPECULATION.md) with the paper's dependency tracking, beside async "
+             "without it on the same trace. wasted_call_share: calls of discarded speculative steps / all calls "
+             "issued; GPU shares: speculative calls' (wasted: discarded ones') share of busy GPU time.", "",
+             "| window | agents | GPUs | async (s) | async+spec (s) | spec/async time | async/sync, async+spec/sync | "
+             "% of oracle (async, async+spec) | wasted_call_share | spec GPU share (wasted) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    slower = []
+    for r in rows:
+        a, s = r.runs["async"], r.runs[SPEC_MODE]
+        window, agents, gpus = _point(r.config)
+        oracle, spec_oracle = r.ratio("async", "oracle"), r.ratio(SPEC_MODE, "oracle")
+        if s.completion_time_s > a.completion_time_s:
+            slower.append(f"{window} {agents} agents {gpus} GPUs "
+                          f"(+{100 * (s.completion_time_s / a.completion_time_s - 1):.2f}%)")
+        lines.append(
+            f"| {window} | {agents} | {gpus} | {a.completion_time_s:.0f} | {s.completion_time_s:.0f} | "
+            f"{s.completion_time_s / a.completion_time_s:.3f} | {_x(r.ratio('async', 'sync'))}, "
+            f"{_x(r.ratio(SPEC_MODE, 'sync'))} | {_p(None if oracle is None else 100 * oracle)}, "
+            f"{_p(None if spec_oracle is None else 100 * spec_oracle)} | {s.wasted_call_share:.3f} | "
+            f"{_share(s.spec_gpu_share)} ({_share(s.wasted_gpu_share)}) |")
+    lines += ["", f"Speculation at least as fast as async at {len(rows) - len(slower)} of {len(rows)} points"
+              + (f"; slower at: {', '.join(slower)}." if slower else ".")]
+    return lines
+
+
+def _share(v) -> str:
+    return "-" if v is None else f"{v:.3f}"

@@ -121,7 +121,8 @@ class ReusingBackend(Backend):
         if resp is None:
             return await self.inner.complete(request)
         now = asyncio.get_running_loop().time()
-        return LLMResponse(resp.text, resp.input_tokens, resp.output_tokens, now, now, 0, REUSED)
+        # gpu_s: the discarded call's GPU time, used after all (metrics count it as adopted speculation)
+        return LLMResponse(resp.text, resp.input_tokens, resp.output_tokens, now, now, 0, REUSED, gpu_s=resp.gpu_s)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

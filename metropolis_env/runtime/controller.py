@@ -99,13 +99,18 @@ class Controller:
         if on_commit is not None:
             self.observers.append(CommitCallback(on_commit))
         self._progress = (progress, progress_position)
-        if checkpoint is not None:
-            settings = {"mode": self.mode, "seed": seed, "max_clusters": policy.max_inflight
-                        if self.mode == "async" else None, "models": self.models}
-            self.observers.append(CheckpointObserver(checkpoint, env, self.agents, lambda: self.committed, settings))
         if isinstance(speculation, int) and not isinstance(speculation, bool):
             speculation = Speculation(depth=speculation)
         self.speculation = speculation
+        if checkpoint is not None:
+            # Speculation's settings, not its state: held chains are never saved, a resumed run
+            # builds them again.
+            spec = None if speculation is None else {
+                "depth": speculation.depth, "max_inflight": speculation.max_inflight, "horizon": speculation.horizon,
+                "reuse": speculation.reuse}
+            settings = {"mode": self.mode, "seed": seed, "max_clusters": policy.max_inflight
+                        if self.mode == "async" else None, "models": self.models, "speculation": spec}
+            self.observers.append(CheckpointObserver(checkpoint, env, self.agents, lambda: self.committed, settings))
         if speculation is not None:
             speculation.check(self)  # raises ConfigError for what it cannot run (policy, runner, agents)
         self.metrics: MetricsRecorder | None = None
@@ -159,9 +164,6 @@ class Controller:
     def _dispatch(self, cl: tuple[str, ...], step: int, obs: list[Any]):
         """Start an entry's agent-steps: eager.Done(actions) if they finished without waiting,
         else a Task."""
-        for o in self._observers:
-            for a in cl:
-                o.dispatched(a, step)
         return eager.start(self.runner.act_cluster(cl, step, obs, self.metrics), self.runner.inline)
 
     def _mark(self, agent: str, step: int, action: Any) -> None:
@@ -198,6 +200,12 @@ class Controller:
                     t_ctrl = clock()
                     entry = heapq.heappop(heap)
                     work = policy.work(entry)
+                    # Observers hear of the dispatch before the dispatcher runs: speculation may
+                    # swap in an adopted copy of the agent, and a checkpoint must keep the agent
+                    # as it was before the step, never one halfway through or past it.
+                    for o in self._observers:
+                        for a in work[0]:
+                            o.dispatched(a, work[1])
                     ctrl += clock() - t_ctrl
                     started = dispatch(*work)
                     t_ctrl = clock()

@@ -9,6 +9,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from ..backends.base import LLMRequest, LLMResponse
+from .answers import REUSED
 
 
 class CallSpan(NamedTuple):
@@ -81,6 +82,11 @@ class RunMetrics:
     wasted_tokens: int | None = None
     spec_hit_rate: float | None = None
     spec_token_share: float | None = None
+    #: Speculation's share of busy GPU time (`gpu_shares`; None when off or when the backend does
+    #: not measure GPU time per request): of speculative calls, adopted or discarded, and of
+    #: discarded ones only.
+    spec_gpu_share: float | None = None
+    wasted_gpu_share: float | None = None
     #: Re-run answer cache (None when off): calls answered from a discarded speculative step's
     #: identical call, without a server call, and their tokens (both included in llm_calls and
     #: tokens_in/out, which count every call an agent made).
@@ -116,6 +122,10 @@ class MetricsRecorder:
         self._area_spread = 0.0
         self._t_spread = self.t0
         self.llm_calls = self.tokens_in = self.tokens_out = self.retries = 0
+        #: GPU seconds of the recorded calls sent as speculative (adopted speculation: a
+        #: discarded step's calls are never recorded), and of answers a discarded speculative
+        #: call gave that the answer cache handed out again (used after all)
+        self.spec_gpu_used_s = 0.0
         self.step_latencies: list[float] = []
         self.calls: list[CallSpan] | None = [] if record_calls else None
         self.timeline: list[tuple[float, int]] = []  # (time, outstanding) change points
@@ -144,6 +154,8 @@ class MetricsRecorder:
         self.tokens_in += resp.input_tokens
         self.tokens_out += resp.output_tokens
         self.retries += resp.retries
+        if resp.gpu_s is not None and (req.speculative or resp.endpoint == REUSED):
+            self.spec_gpu_used_s += resp.gpu_s
         if self.calls is not None:
             self.calls.append(CallSpan(req.agent, req.step, req.index, resp.start - self.t0, resp.end - self.t0))
 
@@ -205,6 +217,27 @@ class MetricsRecorder:
             timeline=self.timeline,
             calls=self.calls,
         )
+
+
+def gpu_shares(backend_stats: dict, spec_used_s: float) -> tuple[float | None, float | None]:
+    """(spec_gpu_share, wasted_gpu_share) of a run: GPU time of the calls sent as speculative,
+    and of those among them whose step was discarded, over all busy GPU time.
+
+    `backend_stats` gives the busy time and its speculative part (`gpu_busy_s`,
+    `gpu_s_speculative`: the simulated server); `spec_used_s` is the GPU time of the
+    speculative calls whose step was adopted (`MetricsRecorder.spec_gpu_used_s`), so the rest of
+    the speculative time is waste: calls of discarded steps, finished or cancelled in flight
+    (charged up to their release). A call counts by how it was sent: a speculative call whose
+    step is adopted while it runs counts as speculative, and adopted, for all of its time; the
+    calls its step makes after adoption are ordinary. A discarded call whose answer the answer
+    cache (runtime/answers.py) hands out again counts as adopted: its GPU time was used. (None, None) when the backend does not
+    measure GPU time per request."""
+    busy, spec = backend_stats.get("gpu_busy_s"), backend_stats.get("gpu_s_speculative")
+    if busy is None or spec is None:
+        return None, None
+    if busy <= 0:
+        return 0.0, 0.0
+    return spec / busy, max(0.0, spec - spec_used_s) / busy
 
 
 def _timeline(spans: list[tuple[float, float]]) -> list[tuple[float, int]]:

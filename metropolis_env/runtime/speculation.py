@@ -31,9 +31,10 @@ from ..prediction import (VIEWS, OwnState, agent_view, full_observation, observa
 from . import eager
 from .agent import LLMClient
 from .answers import Answers
-from .checkpoint import CheckpointObserver, restore, snapshot
+from .checkpoint import restore, snapshot
 from .executors import LocalExecutor, cancel_all, gather_eager
 from .held import Ahead, Chain, HeldCalls, Slots, Where
+from .metrics import gpu_shares
 from .observers import RunObserver
 from .scheduling import DependencyPolicy
 
@@ -89,8 +90,6 @@ class Speculation(RunObserver):
         if controller.env.observation_mode not in VIEWS:
             raise ConfigError(f"speculation hands agents predicted observations of modes {VIEWS}, not "
                               f"{controller.env.observation_mode!r}")
-        if any(isinstance(o, CheckpointObserver) for o in controller.observers):
-            raise ConfigError("speculation and checkpointing cannot be combined yet; drop one of them")
         self._stateless = {}
         for name, agent in controller.agents.items():
             self._stateless[name] = _is_stateless(agent)
@@ -407,6 +406,7 @@ class Speculation(RunObserver):
         m.spec_hit_rate = self.hits / tested if tested else None
         total = m.tokens_in + m.tokens_out + self.wasted_tokens
         m.spec_token_share = self.spec_tokens / total if total else 0.0
+        m.spec_gpu_share, m.wasted_gpu_share = gpu_shares(m.backend, self.c.metrics.spec_gpu_used_s)
         if self.answers is not None:
             self.answers.report(m)
 
