@@ -14,6 +14,7 @@ from metropolis_env import clock
 from metropolis_env.runtime import Controller
 from metropolis_env.runtime.checkpoint import CHECKPOINT, Checkpointer, load, restore
 from metropolis_env.runtime.resume import resume
+from metropolis_env.runtime import speculation
 from metropolis_env.runtime.speculation import Speculation
 from test_speculation import JitterBackend, Perceiver, _env
 
@@ -72,7 +73,8 @@ def test_interrupted_and_resumed_speculative_run_equals_sync(tmp_path_factory, w
     assert _interrupted(run_dir, world, rules, seed, depth, every, crash_at) is None  # died mid-run
     assume((run_dir / CHECKPOINT).exists())  # it died after its first checkpoint
     saved = load(run_dir)
-    assert saved["speculation"] == {"depth": depth, "max_inflight": "auto", "horizon": 256, "reuse": True}
+    assert saved["speculation"] == {"depth": depth, "max_inflight": "auto", "horizon": speculation.HORIZON,
+                                    "reuse": True, "settle": speculation.SETTLE}
     m = resume(run_dir)
     assert m.spec_hit_rate is None or 0 <= m.spec_hit_rate <= 1  # the resumed part speculates again
     state = load(run_dir)

@@ -107,7 +107,7 @@ class Controller:
             # builds them again.
             spec = None if speculation is None else {
                 "depth": speculation.depth, "max_inflight": speculation.max_inflight, "horizon": speculation.horizon,
-                "reuse": speculation.reuse}
+                "reuse": speculation.reuse, "settle": speculation.settle}
             settings = {"mode": self.mode, "seed": seed, "max_clusters": policy.max_inflight
                         if self.mode == "async" else None, "models": self.models, "speculation": spec}
             self.observers.append(CheckpointObserver(checkpoint, env, self.agents, lambda: self.committed, settings))
