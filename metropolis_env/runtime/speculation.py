@@ -241,7 +241,6 @@ class Speculation(RunObserver):
                 chain.steps.append(ahead)
                 self.where.add(name, own.position)
                 mine.append(ahead)
-                self._wake(name)
                 view = agent_view(env, predicted)
                 try:
                     if self.slots is None:
@@ -262,6 +261,7 @@ class Speculation(RunObserver):
                 except MetropolisError:  # an action the env would reject: its real step will say so
                     return
                 chain.tip = tip
+                self._wake(name)
                 if tip[1:] != own[1:]:  # news for the chains that guessed it unchanged
                     self.changed[name] = max(self.changed.get(name, 0), tip.step)
                     self._news(name, tip.step)
@@ -277,18 +277,17 @@ class Speculation(RunObserver):
                 fut.set_result(None)
 
     def _unsettled(self, own: OwnState, predicted: dict) -> list[str]:
+        """The laggards perceived in `predicted` whose state at `own.step` is not known yet
+        (neither committed nor held nor their chain's tip) and whose public state changed within
+        `settle` steps of the last step it is known at: guessing them unchanged is likely wrong."""
         env, out = self.env, []
         for p in predicted["perceived"]:
             y = p["name"]
-            if env.agent_step(y) >= own.step:
-                continue
-            ch = self.chains.get(y)
-            last = env.agent_step(y)
-            if ch is not None and ch.steps:
-                if ch.steps[0].step <= own.step <= ch.steps[-1].step:
-                    continue
-                last = max(last, ch.steps[-1].step)
-            if last - self.changed.get(y, -10 ** 9) <= self.settle:
+            known = env.agent_step(y)
+            chain = self.chains.get(y)
+            if chain is not None and chain.tip is not None:
+                known = max(known, chain.tip.step)
+            if known < own.step and known - self.changed.get(y, -10 ** 9) <= self.settle:
                 out.append(y)
         return out
 
