@@ -129,11 +129,9 @@ def test_speculation_with_the_ray_executor_stays_a_clear_error():
                    executor=FakeExecutor(), speculation=Speculation())
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: after an adoption whose action was still computing, the "
-                                       "chain's next held step runs before the env commits the adopted one, so "
-                                       "an agent reading its own tile from the env (env.move_to) acts from the "
-                                       "wrong tile even at depth 1 (docs/SPECULATION.md)")
 def test_depth_1_agents_reading_their_tile_from_the_env_equal_sync():
+    """The depth-1 contract: an agent may read its own tile from the env (env.move_to). A held
+    step adopted while still computing is committed before the chain's next step runs."""
     import ckpt_job
 
     def final(mode, speculation=None):

@@ -110,6 +110,7 @@ class Speculation(RunObserver):
         self.want: set[str] = set()     # blocked agents without a chain
         self.moved: list[str] = []      # committed since the last look
         self.readers: dict[str, set[str]] = {}  # agent -> chains that held a step perceiving it
+        self.landing: dict[str, tuple[int, asyncio.Future]] = {}  # adopted mid-step, until committed
         self.where = Where(self.env._observer.perception.radius_p)
         self.waiters: dict[str, list] = {}
         self.changed: dict[str, int] = {}
@@ -129,6 +130,9 @@ class Speculation(RunObserver):
     # -- observer hooks ----------------------------------------------------------------------
 
     def committed(self, agent: str, step: int, action: Any) -> None:
+        waiting = self.landing.pop(agent, None)
+        if waiting is not None and waiting[0] == step and not waiting[1].done():
+            waiting[1].set_result(None)
         st = own_state(self.env, agent)
         if self.last_public.get(agent, st[1:]) != st[1:]:
             # Its public state changed: news for the chains that read it (an unchanged state
@@ -256,6 +260,12 @@ class Speculation(RunObserver):
                     ahead.action.set_exception(e)
                     return
                 ahead.action.set_result(action)
+                if ahead.calls.adopted:
+                    # Adopted while computing: let the env commit it before the next step, which
+                    # may read the agent's own tile from the env (the depth-1 contract).
+                    landed = loop.create_future()
+                    self.landing[name] = (ahead.step, landed)
+                    await landed
                 try:
                     tip = own_after(env, name, own, action)
                 except MetropolisError:  # an action the env would reject: its real step will say so
