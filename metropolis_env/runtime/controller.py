@@ -105,9 +105,7 @@ class Controller:
         if checkpoint is not None:
             # Speculation's settings, not its state: held chains are never saved, a resumed run
             # builds them again.
-            spec = None if speculation is None else {
-                "depth": speculation.depth, "max_inflight": speculation.max_inflight, "horizon": speculation.horizon,
-                "reuse": speculation.reuse, "settle": speculation.settle}
+            spec = None if speculation is None else speculation.settings()
             settings = {"mode": self.mode, "seed": seed, "max_clusters": policy.max_inflight
                         if self.mode == "async" else None, "models": self.models, "speculation": spec}
             self.observers.append(CheckpointObserver(checkpoint, env, self.agents, lambda: self.committed, settings))

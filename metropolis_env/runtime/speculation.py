@@ -25,6 +25,7 @@ returns None is taken as unchanged by act() and not copied.
 from __future__ import annotations
 
 import asyncio
+from itertools import chain as chain_from
 from typing import Any
 
 from ..errors import AgentStepError, ConfigError, MetropolisError
@@ -79,6 +80,12 @@ class Speculation(RunObserver):
             raise ConfigError(f"speculation settle must be an int >= 0 (steps) or None, got {settle!r}")
         self.depth, self.max_inflight, self.horizon, self.reuse = depth, max_inflight, horizon, reuse
         self.settle = settle
+
+    def settings(self) -> dict:
+        """The constructor's arguments (what a checkpoint saves: `Speculation(**settings())`
+        makes an equal one; held chains are state, never settings)."""
+        return {"depth": self.depth, "max_inflight": self.max_inflight, "horizon": self.horizon,
+                "reuse": self.reuse, "settle": self.settle}
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -177,8 +184,7 @@ class Speculation(RunObserver):
         j = env._idx(agent)
         sees = env._observer.perception.sees
         readers = self.readers.get(agent, set())
-        there = self._guess(j, step)
-        near = self.where.near(env._tracker.pos[j] if there is None else there.position)
+        near = self.where.near(self._tile(j, step))
         for w in sorted(readers.union(watchers(env, agent), near) - {agent}, key=self.c.policy.index.__getitem__):
             chain = self.chains.get(w)
             if chain is None or not chain.steps:
@@ -186,18 +192,21 @@ class Speculation(RunObserver):
                 continue
             steps = chain.steps
             start = max(0, step - steps[0].step)
-            for k in ((0,) if first and start > 0 else ()) + tuple(range(start, len(steps))):
+            for k in chain_from((0,) if first and start > 0 else (), range(start, len(steps))):
                 ahead = steps[k]
-                if j not in ahead.seen:
-                    there = self._guess(j, ahead.step)
-                    if not sees(ahead.own.position, env._tracker.pos[j] if there is None else there.position):
-                        continue
+                if j not in ahead.seen and not sees(ahead.own.position, self._tile(j, ahead.step)):
+                    continue
                 if not self._holds(w, ahead):
                     self._cut(w, k)
                     break
 
     def _holds(self, agent: str, ahead: Ahead) -> bool:
         return observation_key(predict(self.env, agent, ahead.own, self._guess)[0]) == ahead.key
+
+    def _tile(self, j: int, step: int):
+        """Agent j's tile at `step` as predictions take it: guessed (`_guess`), else where it is."""
+        there = self._guess(j, step)
+        return self.env._tracker.pos[j] if there is None else there.position
 
     def _guess(self, j: int, step: int) -> OwnState | None:
         """Laggard j's state at `step` as its own speculation has it (its held step there, else the
