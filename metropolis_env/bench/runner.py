@@ -13,7 +13,6 @@ from typing import Any
 from ..errors import portable
 from ..runtime.controller import run
 from ..runtime.metrics import RunMetrics
-from ..runtime.speculation import Speculation
 from ..workloads.promises import plan_ahead
 from .config import BEST, PAPER, SERVER_STYLES, SPEC_MODE, BenchConfig, ServerConfig
 from .replay import trace_agents, trace_env, word_prompt
@@ -134,7 +133,7 @@ def run_mode(trace, cfg: BenchConfig, mode: str, progress_position: int | None =
         backend = None
     else:
         executor, backend = None, make_backend(llm)
-    speculation = Speculation(depth=r.speculate) if mode == SPEC_MODE else None
+    speculation = r.speculation() if mode == SPEC_MODE else None
     with _quiet_gc():
         return run(env, agents, backend, "async" if speculation else mode, seed=cfg.trace.seed,
                    max_clusters=r.max_clusters, speculation=speculation,
