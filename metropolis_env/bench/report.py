@@ -76,7 +76,9 @@ def table(result: BenchResult) -> str:
                          f"{_f(r['spec_hit_rate'], '{:.3f}')}, wasted_call_share {r['wasted_call_share']:.3f} "
                          f"({r['wasted_calls']} calls, {r['wasted_tokens']} tokens), speculative share of "
                          f"tokens served {r['spec_token_share']:.2f}, of busy GPU time "
-                         f"{_f(r['spec_gpu_share'])} (wasted {_f(r['wasted_gpu_share'], '{:.3f}')})")
+                         f"{_f(r['spec_gpu_share'])} (wasted {_f(r['wasted_gpu_share'], '{:.3f}')}); "
+                         f"{r['recalled_steps']} dropped steps taken again from the shelf ({r['recalled_calls']} calls "
+                         f"not made again)")
         if r.get("reused_calls") is not None:
             lines.append(f"answer cache ({r['mode']}): {r['reused_calls']} calls ({r['reused_tokens']} tokens) answered "
                          f"from discarded speculative calls")

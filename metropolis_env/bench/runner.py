@@ -67,6 +67,8 @@ class BenchResult:
                 "wasted_gpu_share": m.wasted_gpu_share,
                 "reused_calls": m.reused_calls,
                 "reused_tokens": m.reused_tokens,
+                "recalled_steps": m.recalled_steps,
+                "recalled_calls": m.recalled_calls,
             })
         return out
 
