@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from itertools import chain as chain_from
+from itertools import islice
 from typing import Any
 
 from ..errors import AgentStepError, ConfigError, MetropolisError
@@ -45,7 +46,7 @@ from .scheduling import DependencyPolicy
 
 #: Default depth: speculative steps with LLM calls held per agent (chosen by measurement,
 #: docs/SPECULATION.md).
-DEPTH = 4
+DEPTH = 24
 #: max_inflight="auto": max(AUTO_MIN, agents // AUTO_PER) speculative steps computing at once.
 #: Unlimited speculation slowed a GPU-bound run (1,000 agents on 8 GPUs) by 2.6%; this limit
 #: made it 1.1% faster, and costs nothing at 25 agents (docs/SPECULATION.md).
@@ -189,7 +190,15 @@ class Speculation(RunObserver):
         j = env._idx(agent)
         sees = env._observer.perception.sees
         readers = self.readers.get(agent, set())
-        near = self.where.near(self._tile(j, step))
+        tiles: dict[int, Any] = {}  # j's guessed tile by step: chains share steps
+
+        def tile_at(s: int):
+            t = tiles.get(s)
+            if t is None:
+                t = tiles[s] = self._tile(j, s)
+            return t
+
+        near = self.where.near(tile_at(step))
         for w in sorted(readers.union(watchers(env, agent), near) - {agent}, key=self.c.policy.index.__getitem__):
             chain = self.chains.get(w)
             if chain is None or not chain.steps:
@@ -197,10 +206,17 @@ class Speculation(RunObserver):
                 continue
             steps = chain.steps
             start = max(0, step - steps[0].step)
-            for k in chain_from((0,) if first and start > 0 else (), range(start, len(steps))):
-                ahead = steps[k]
-                if j not in ahead.seen and not sees(ahead.own.position, self._tile(j, ahead.step)):
-                    continue
+            apart = None  # the last (tile, j's tile) found out of view: runs of held steps repeat it
+            looked = chain_from(((0, steps[0]),) if first and start > 0 else (),
+                                enumerate(islice(steps, start, None), start))
+            for k, ahead in looked:
+                if j not in ahead.seen:
+                    pair = (ahead.own.position, tile_at(ahead.own.step))
+                    if pair == apart:
+                        continue
+                    if not sees(*pair):
+                        apart = pair
+                        continue
                 if not self._holds(w, ahead):
                     self._cut(w, k)
                     break
