@@ -235,6 +235,7 @@ class SimulatedBackend(Backend):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._first_arrival: float | None = None
         self._span_done = 0.0  # serving span of loops used before the current one
+        self._speculative: dict[int, tuple[Replica, Job]] = {}  # id(request) -> where it is, until answered
 
     # -- the Backend interface -------------------------------------------------------------
 
@@ -263,13 +264,27 @@ class SimulatedBackend(Backend):
             loads = self._loads
             rep = reps[loads.index(min(loads))]
         rep.submit(job)
+        if request.speculative:
+            self._speculative[id(request)] = (rep, job)
         try:
             await job.future
         except asyncio.CancelledError:
             rep.cancel(job)
             raise
+        finally:
+            if request.speculative:
+                del self._speculative[id(request)]
         return LLMResponse(_filler_text(n_out), n_in, n_out, start=job.arrival, end=job.end,
                            endpoint=self._endpoints[rep.index], gpu_s=job.gpu_s)
+
+    def promote(self, request: LLMRequest) -> None:
+        """A speculative request still waiting is queued as its step's non-speculative one would
+        be (its GPU time still counts as speculative: it was sent so)."""
+        got = self._speculative.get(id(request))
+        if got is not None and self.config.policy == "priority":
+            rep, job = got
+            base = request.step if request.priority is None else request.priority
+            rep.promote(job, (base, job.seq))
 
     def stats(self) -> dict[str, Any]:
         """Metrics of everything served so far.
