@@ -196,3 +196,49 @@ def test_busy_at_is_a_setting_a_checkpoint_saves():
     made = Speculation(depth=2, busy_at=3)
     assert made.settings()["busy_at"] == 3
     assert Speculation(**made.settings()).settings() == made.settings()
+
+
+def _endpoints(first: list[LLMRequest], then: LLMRequest, promote: LLMRequest | None = None) -> list[str]:
+    """Endpoints of `first` (sent one after another, all kept in flight) and of `then`, on two
+    replicas; `promote`: one of `first` promoted before `then` is sent."""
+    async def main():
+        backend = make_backend(gpus=2)
+        tasks = []
+        for req in first:
+            tasks.append(asyncio.ensure_future(backend.complete(req)))
+            await asyncio.sleep(0)
+        if promote is not None:
+            backend.promote(promote)
+        tasks.append(asyncio.ensure_future(backend.complete(then)))
+        return [r.endpoint for r in await asyncio.gather(*tasks)]
+
+    return clock.run(main(), virtual=True)
+
+
+def test_real_calls_go_to_the_replica_with_fewest_real_calls():
+    """Two speculative calls on replica 0 and a real one on 1: a real call goes to 0 (its real
+    load is 0; speculative calls run behind it), a speculative one too; without speculation,
+    least outstanding as before; a promoted call counts as real."""
+    spec = [_req("s1", 9, speculative=True), _req("r1", 1), _req("s2", 9, speculative=True)]
+    assert _endpoints(spec, _req("r2", 2))[:3] == ["sim-replica-0", "sim-replica-1", "sim-replica-0"]
+    assert _endpoints(spec, _req("r2", 2))[3] == "sim-replica-0"
+    assert _endpoints(spec, _req("s3", 9, speculative=True))[3] == "sim-replica-0"
+    real = [_req("a", 1), _req("b", 1), _req("c", 1)]
+    assert _endpoints(real, _req("d", 2)) == ["sim-replica-0", "sim-replica-1", "sim-replica-0", "sim-replica-1"]
+    # promoted, s1 is real load: one real call each, and replica 1 has fewer in flight
+    assert _endpoints(spec, _req("r2", 2), promote=spec[0])[3] == "sim-replica-1"
+
+
+def test_openai_router_counts_speculative_calls_after_real_ones():
+    from metropolis_env.backends.openai_backend import OpenAIBackend
+    from test_openai_backend import A, B, Recorder
+
+    backend = OpenAIBackend([A, B], model="m", http_client=Recorder().factory)
+    a, b = backend.endpoints
+    a.outstanding = a.speculative = 3  # A: three speculative calls
+    b.outstanding = 1  # B: one real call
+    assert backend._pick(0.0) is a
+    a.speculative = 1  # A: two real calls, one speculative
+    assert backend._pick(0.0) is b
+    a.outstanding = a.speculative = b.speculative = 0  # no speculation: least outstanding, as before
+    assert backend._pick(0.0) is a
