@@ -12,7 +12,8 @@ the step is final.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from itertools import chain
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -113,18 +114,20 @@ class Observer:
         }
 
     def predict(self, i: int, step: int, own: tuple[Tile, str, str],
-                guess: Callable[[int, int], tuple[Tile, str, str] | None] | None = None) -> tuple[dict, bool]:
+                guess: Callable[[int, int], tuple[Tile, str, str] | None] | None = None,
+                nearby: Iterable[int] = ()) -> tuple[dict, bool]:
         """The observation (`full`'s layout) agent i would get at `step`, being then in state `own`
         = (tile, activity, utterance), if no laggard entered its view; and whether a laggard is in
         that predicted view. Agents at or ahead of `step` are read as the rules read them then;
-        laggards where they are now, or as `guess(j, step)` has them when it answers. Reads only.
+        laggards where they are now, or as `guess(j, step)` has them when it answers (`nearby`:
+        more agents whose guessed tile may be near, beside those near it now). Reads only.
         """
         tr, public, names = self.tracker, self.public_state, self.names
         p = own[0]
         reach = self.perception.radius_p + max(0, tr.max_step - step) * self.max_vel
         states = {}
-        for j in tr.near(p, reach):
-            if j == i:
+        for j in chain(tr.near(p, reach), nearby):
+            if j == i or j in states:
                 continue
             if tr.step[j] >= step:
                 states[j] = public.at(tr, j, step)

@@ -12,7 +12,7 @@ that before it uses anything computed on one.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from .navigation import landing
 from .world import Tile
@@ -59,19 +59,22 @@ def predict_observation(env, agent: str, actions: Sequence[Any] = ()) -> dict:
 
 
 def predict(env, agent: str, own: OwnState | None = None,
-            guess: Callable[[int, int], OwnState | None] | None = None) -> tuple[dict, bool]:
+            guess: Callable[[int, int], OwnState | None] | None = None,
+            nearby: Iterable[int] = ()) -> tuple[dict, bool]:
     """(the full observation `agent` would get at step `own.step` in state `own` (default: its
     current step and state) if no laggard entered its view, whether a laggard is in that view).
 
     guess: optional (agent index, step) -> that agent's OwnState at that step as the caller
-    expects it, or None; laggards without a guess are taken where they are."""
+    expects it, or None; laggards without a guess are taken where they are. nearby: indices of
+    agents whose guessed tile may be near `own`'s though they are far now (a guess can put a
+    laggard many steps ahead of where it is); agents near it now are always looked at."""
     own = own_state(env, agent) if own is None else own
     g = None
     if guess is not None:
         def g(j: int, step: int):
             state = guess(j, step)
             return None if state is None else state.public
-    return env._observer.predict(env._idx(agent), own.step, own.public, g)
+    return env._observer.predict(env._idx(agent), own.step, own.public, g, nearby)
 
 
 def full_observation(env, agent: str) -> dict:

@@ -209,7 +209,7 @@ class RendezvousEpisode:
         return {"partner": p, "partner_start": self.start[p], "success": agent in self.met}
 
     def features(self, view: View) -> np.ndarray:
-        out = np.zeros(5, dtype=np.float32)
+        out = np.zeros(Rendezvous.n_features, dtype=np.float32)
         out[0:2] = _offset(self.world, view.position, self.start[self.partner[view.agent]])
         seen = self._seen(view)
         if seen is not None:

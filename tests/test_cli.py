@@ -83,3 +83,27 @@ def test_best_sets_our_settings_and_refuses_to_mix_with_them(tmp_path, capsys):
     assert "drop --rules paper" in capsys.readouterr().err
     assert main(["bench", "--lookahead", "--steps", "2", "--no-progress", "--no-bounds"]) == 2
     assert "needs --rules versioned" in capsys.readouterr().err
+
+
+def test_speculation_settings_reach_the_run_and_need_speculate(tmp_path, capsys):
+    out = tmp_path / "spec.json"
+    assert main(["bench", "--window", "busy", "--steps", "30", "--modes", "async", "--speculate", "2",
+                 "--speculate-horizon", "16", "--speculate-settle", "none", "--no-progress", "--no-bounds",
+                 "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert (data["config"]["speculate"], data["config"]["speculate_horizon"], data["config"]["speculate_settle"]) \
+        == (2, 16, None)
+    assert [r["mode"] for r in data["runs"]] == ["async", "async+spec"]
+    assert "depth 2, horizon 16, settle None" in capsys.readouterr().out
+    from metropolis_env.bench.config import BenchConfig
+
+    settings = BenchConfig.of(speculate=3, speculate_horizon=40, speculate_settle=2).run.speculation().settings()
+    assert (settings["depth"], settings["horizon"], settings["settle"]) == (3, 40, 2)
+    # Tuning without speculation, or a bad value: a clear error, nothing run.
+    assert main(["bench", "--speculate-horizon", "8", "--no-progress", "--json", str(tmp_path / "x.json")]) == 2
+    assert "add --speculate" in capsys.readouterr().err
+    assert main(["bench", "--speculate", "--speculate-settle", "-1", "--no-progress"]) == 2
+    assert "settle must be an int >= 0" in capsys.readouterr().err
+    assert main(["bench", "--speculate", "--speculate-horizon", "0", "--no-progress"]) == 2
+    assert "horizon must be an int >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()

@@ -15,7 +15,7 @@ from metropolis_env import clock
 from metropolis_env.backends.base import Backend, LLMRequest, LLMResponse
 from metropolis_env.backends.simulated import make_backend
 from metropolis_env.errors import ConfigError
-from metropolis_env.runtime.held import Chain, HeldCalls, Slots, Traffic
+from metropolis_env.runtime.held import Chain, HeldCalls, Slots, Traffic, Where
 from metropolis_env.runtime.speculation import Speculation
 
 from test_speculation import _run, _sync
@@ -162,7 +162,7 @@ class _Ahead:
 @given(ops=st.lists(st.tuples(st.sampled_from(["push", "pop", "popleft", "call", "call_gone"]),
                               st.integers(0, 10)), max_size=40))
 def test_chain_counts_held_steps_with_calls_as_a_scan_would(ops):
-    chain, gone = Chain(), []
+    chain, gone = Chain("a", Where(1)), []
     for op, k in ops:
         if op == "push":
             ahead = _Ahead()

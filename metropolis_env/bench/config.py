@@ -22,8 +22,11 @@ from ..errors import ConfigError
 from ..env import RULES
 from ..runtime.controller import MODES
 from ..runtime.speculation import DEPTH as SPECULATION_DEPTH
+from ..runtime.speculation import HORIZON as SPECULATION_HORIZON
+from ..runtime.speculation import SETTLE as SPECULATION_SETTLE
+from ..runtime.speculation import Speculation
 from ..workloads.promises import LOOKAHEADS
-from .options import comma_list
+from .options import comma_list, int_or_none
 
 WINDOWS = ("full", "busy", "quiet")
 #: The bench's run of async mode with speculation (`--speculate`, runtime/speculation.py).
@@ -179,6 +182,12 @@ class RunConfig:
         None, f"add an {SPEC_MODE} run: async with speculation, blocked agents computing up to DEPTH steps "
         f"with LLM calls ahead on predicted observations, used only when exact (a bare --speculate: depth "
         f"{SPECULATION_DEPTH}; docs/SPECULATION.md)", nargs="?", const=SPECULATION_DEPTH, type=int)
+    speculate_horizon: int = option(
+        SPECULATION_HORIZON, "with --speculate: held steps per agent, with or without LLM calls (steps without "
+        "calls are free; a longer horizon lets sleepers and walkers run further ahead)", type=int)
+    speculate_settle: int | None = option(
+        SPECULATION_SETTLE, "with --speculate: a chain waits for a perceived laggard whose public state changed "
+        "within this many steps rather than guess it unchanged; 'none': always guess", type=int_or_none)
     executor: str = option("local", "where agent-steps run: local (this process) | ray (a pool of Ray actors)",
                            choices=EXECUTORS)
     ray_address: str | None = option(None, "Ray cluster to join with --executor ray (e.g. auto, "
@@ -209,6 +218,20 @@ class RunConfig:
         if self.speculate is not None and (self.speculate < 1 or self.executor != "local"):
             raise ConfigError(f"--speculate takes a depth >= 1 and runs agents in this process (not with "
                               f"--executor ray); got depth {self.speculate}, executor {self.executor}")
+        tuned = [flag for flag, value, default in (("--speculate-horizon", self.speculate_horizon, SPECULATION_HORIZON),
+                                                   ("--speculate-settle", self.speculate_settle, SPECULATION_SETTLE))
+                 if value != default]
+        if tuned and self.speculate is None:
+            raise ConfigError(f"{' and '.join(tuned)} tune speculation: add --speculate [DEPTH] to run it")
+        if self.speculate is not None:
+            self.speculation()  # its own checks of horizon and settle
+
+    def speculation(self) -> Speculation:
+        """The Speculation of the async+spec run (ConfigError for a bad setting)."""
+        try:
+            return Speculation(depth=self.speculate, horizon=self.speculate_horizon, settle=self.speculate_settle)
+        except ConfigError as e:
+            raise ConfigError(f"{e} (--speculate, --speculate-horizon, --speculate-settle)") from None
 
 
 SECTIONS = {"trace": TraceConfig, "llm": ServerConfig, "tracking": TrackingConfig, "run": RunConfig}

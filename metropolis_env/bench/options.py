@@ -33,6 +33,16 @@ def comma_list(s: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in s.split(",") if x.strip())
 
 
+def int_or_none(s: str) -> int | None:
+    """An option's value: an int, or 'none' for None."""
+    if s.strip().lower() == "none":
+        return None
+    try:
+        return int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {s!r}") from None
+
+
 def add_options(parser: argparse.ArgumentParser, cls: type, title: str,
                 also: dict[str, Any] | None = None) -> argparse._ArgumentGroup:
     """An argument group `title` with one option per documented field of dataclass `cls`.

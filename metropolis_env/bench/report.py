@@ -71,11 +71,14 @@ def table(result: BenchResult) -> str:
             f"{r['llm_calls']} | {r['tokens_in']} | {r['tokens_out']} | {r['wall_time_s']:.1f} |")
     for r in result.rows():
         if r["wasted_call_share"] is not None:
-            lines.append(f"speculation ({r['mode']}, depth {cfg.run.speculate}): hit rate "
+            lines.append(f"speculation ({r['mode']}, depth {cfg.run.speculate}, horizon {cfg.run.speculate_horizon}, "
+                         f"settle {cfg.run.speculate_settle}): hit rate "
                          f"{_f(r['spec_hit_rate'], '{:.3f}')}, wasted_call_share {r['wasted_call_share']:.3f} "
                          f"({r['wasted_calls']} calls, {r['wasted_tokens']} tokens), speculative share of "
                          f"tokens served {r['spec_token_share']:.2f}, of busy GPU time "
-                         f"{_f(r['spec_gpu_share'])} (wasted {_f(r['wasted_gpu_share'], '{:.3f}')})")
+                         f"{_f(r['spec_gpu_share'])} (wasted {_f(r['wasted_gpu_share'], '{:.3f}')}); "
+                         f"{r['recalled_steps']} dropped steps taken again from the shelf ({r['recalled_calls']} calls "
+                         f"not made again)")
         if r.get("reused_calls") is not None:
             lines.append(f"answer cache ({r['mode']}): {r['reused_calls']} calls ({r['reused_tokens']} tokens) answered "
                          f"from discarded speculative calls")

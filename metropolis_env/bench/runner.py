@@ -13,7 +13,6 @@ from typing import Any
 from ..errors import portable
 from ..runtime.controller import run
 from ..runtime.metrics import RunMetrics
-from ..runtime.speculation import Speculation
 from ..workloads.promises import plan_ahead
 from .config import BEST, PAPER, SERVER_STYLES, SPEC_MODE, BenchConfig, ServerConfig
 from .replay import trace_agents, trace_env, word_prompt
@@ -68,6 +67,8 @@ class BenchResult:
                 "wasted_gpu_share": m.wasted_gpu_share,
                 "reused_calls": m.reused_calls,
                 "reused_tokens": m.reused_tokens,
+                "recalled_steps": m.recalled_steps,
+                "recalled_calls": m.recalled_calls,
             })
         return out
 
@@ -134,7 +135,7 @@ def run_mode(trace, cfg: BenchConfig, mode: str, progress_position: int | None =
         backend = None
     else:
         executor, backend = None, make_backend(llm)
-    speculation = Speculation(depth=r.speculate) if mode == SPEC_MODE else None
+    speculation = r.speculation() if mode == SPEC_MODE else None
     with _quiet_gc():
         return run(env, agents, backend, "async" if speculation else mode, seed=cfg.trace.seed,
                    max_clusters=r.max_clusters, speculation=speculation,

@@ -20,14 +20,16 @@ from .agent import LLMClient
 class Ahead:
     """One speculative step of an agent: its own state at the step, the key of its predicted
     observation and the agents perceived in it (indices), the agent copy it runs on (after the
-    step: the agent's state after it), its action (a future), its LLM client and the calls it made."""
+    step: the agent's state after it), its action (a future), its LLM client, the calls it made
+    and a digest of the agent's state before it (what it was computed from, with the key)."""
 
-    __slots__ = ("own", "key", "seen", "agent", "action", "llm", "calls", "wait")
+    __slots__ = ("own", "key", "seen", "agent", "action", "llm", "calls", "wait", "state")
 
     def __init__(self, own: OwnState, key: tuple, seen: frozenset, agent: Any, action: asyncio.Future,
-                 llm: LLMClient, calls: "HeldCalls"):
+                 llm: LLMClient, calls: "HeldCalls", state: bytes | None = None):
         self.own, self.key, self.seen = own, key, seen
         self.agent, self.action, self.llm, self.calls = agent, action, llm, calls
+        self.state = state  # digest of the agent's state before the step (None: act() never changes it)
         self.wait: asyncio.Future | None = None  # while waiting for a slot (max_inflight)
 
     @property
@@ -213,18 +215,26 @@ class Where:
 
 
 class Chain:
-    """An agent's held steps, the task computing the next one, and `tip`: its own state at the
-    step after the last held one (known once that step's action is), None before the first.
+    """An agent's held steps, the task computing the next one, `tip`: its own state at the
+    step after the last held one (known once that step's action is), None before the first,
+    and `ghost`: after a cut, the states its dropped steps had reached, by step (the likeliest
+    outcome of computing them again), until the chain computes past them or differs.
     `costly`: how many of its held steps have started an LLM call (what `depth` limits), kept
-    as steps are added, make their first call and leave (`push`, `popleft`, `pop`)."""
+    as steps are added, make their first call and leave (`push`, `popleft`, `pop`).
 
-    __slots__ = ("steps", "task", "room", "tip", "costly")
+    The tiles of the tip and the ghost are kept in `guessed` (a `Where`), as held steps' tiles
+    are in the speculation's own: what others guess of the agent is on one of them, so a
+    prediction finds the agent near a tile in O(neighbours) however far it is now."""
 
-    def __init__(self):
+    __slots__ = ("name", "guessed", "steps", "task", "room", "tip", "ghost", "costly")
+
+    def __init__(self, name: str, guessed: Where):
+        self.name, self.guessed = name, guessed
         self.steps: deque[Ahead] = deque()
         self.task: asyncio.Task | None = None
         self.room = asyncio.Event()
         self.tip: OwnState | None = None
+        self.ghost: dict[int, OwnState] = {}
         self.costly = 0
 
     def push(self, ahead: Ahead) -> None:
@@ -242,3 +252,47 @@ class Chain:
         ahead.calls.chain = None
         self.costly -= ahead.calls.started > 0
         return ahead
+
+    def set_tip(self, tip: OwnState) -> None:
+        if self.tip is not None:
+            self.guessed.remove(self.name, self.tip.position)
+        self.tip = tip
+        self.guessed.add(self.name, tip.position)
+
+    def haunt(self, dropped: list[Ahead]) -> None:
+        """Steps `dropped` (the chain's last ones) are being cut: keep the states they reached
+        (and the tip after them, and any older ghost beyond) as the ghost."""
+        ghost = {a.step: a.own for a in dropped}
+        if self.tip is not None:
+            ghost.setdefault(self.tip.step, self.tip)
+        for step, state in self.ghost.items():
+            ghost.setdefault(step, state)
+        self.clear_ghost()
+        self.ghost = ghost
+        for state in ghost.values():
+            self.guessed.add(self.name, state.position)
+
+    def ghost_at(self, step: int) -> OwnState | None:
+        """The ghost's state at `step` (its last one beyond its end), or None if no ghost
+        covers `step`."""
+        if not self.ghost or step < min(self.ghost):
+            return None
+        state = self.ghost.get(step)
+        return state if state is not None else self.ghost[max(self.ghost)] if step > max(self.ghost) else None
+
+    def pass_ghost(self, step: int) -> None:
+        """The chain has computed up to `step`: the ghost before it is no longer a guess."""
+        for s in [s for s in self.ghost if s < step]:
+            self.guessed.remove(self.name, self.ghost.pop(s).position)
+
+    def clear_ghost(self) -> None:
+        for state in self.ghost.values():
+            self.guessed.remove(self.name, state.position)
+        self.ghost = {}
+
+    def close(self) -> None:
+        """The chain is gone: its tip and ghost are no guesses any more."""
+        self.clear_ghost()
+        if self.tip is not None:
+            self.guessed.remove(self.name, self.tip.position)
+            self.tip = None

@@ -92,6 +92,10 @@ class RunMetrics:
     #: tokens_in/out, which count every call an agent made).
     reused_calls: int | None = None
     reused_tokens: int | None = None
+    #: Shelf (None when speculation is off): held steps dropped and later taken again from the
+    #: same inputs instead of computed again (runtime/shelf.py), and the LLM calls they saved.
+    recalled_steps: int | None = None
+    recalled_calls: int | None = None
     backend: dict = field(default_factory=dict)
     #: (time, outstanding requests) at every change; for plots, not serialised.
     timeline: list = field(default_factory=list, repr=False)

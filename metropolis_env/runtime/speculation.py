@@ -37,6 +37,7 @@ from .answers import Answers
 from .checkpoint import restore, snapshot
 from .executors import LocalExecutor, cancel_all, gather_eager
 from .held import Ahead, Chain, HeldCalls, Slots, Traffic, Where
+from .shelf import Shelf, state_digest
 from .metrics import gpu_shares
 from .observers import RunObserver
 from .scheduling import DependencyPolicy
@@ -129,7 +130,8 @@ class Speculation(RunObserver):
         self.moved: list[str] = []      # committed since the last look
         self.readers: dict[str, set[str]] = {}  # agent -> chains that held a step perceiving it
         self.landing: dict[str, tuple[int, asyncio.Future]] = {}  # adopted mid-step, until committed
-        self.where = Where(self.env._observer.perception.radius_p)
+        self.where = Where(self.env._observer.perception.radius_p)  # held steps' tiles
+        self.guessed = Where(self.env._observer.perception.radius_p)  # chains' tips and ghosts
         self.waiters: dict[str, list] = {}
         self.changed: dict[str, int] = {}
         self.last_public: dict[str, tuple] = {}
@@ -143,6 +145,7 @@ class Speculation(RunObserver):
         self.hits = self.misses = self.cuts = self.issued = self.wasted_calls = 0
         self.wasted_tokens = self.spec_tokens = 0
         self.answers = Answers() if self.reuse else None
+        self.shelf = Shelf()
         if self.answers is not None:  # every call of the run, real or speculative, may be a re-run
             controller.runner.backend = self.answers.backend(controller.runner.backend)
         return self.dispatch
@@ -163,6 +166,8 @@ class Speculation(RunObserver):
         self._wake(agent)
         if self.answers is not None:
             self.answers.forget(agent, step)
+        for gone in self.shelf.forget(agent, step):
+            self._wasted(gone)
         if step + 1 < self.env.max_steps and not self.env.is_ready(agent) and agent not in self.chains:
             self.want.add(agent)
 
@@ -177,7 +182,7 @@ class Speculation(RunObserver):
         index = self.c.policy.index  # a set's order of names changes between processes
         for a in sorted(self.want, key=lambda a: (env.agent_step(a), index[a])):
             if not env.is_ready(a) and a not in self.chains:
-                self.chains[a] = chain = Chain()
+                self.chains[a] = chain = Chain(a, self.guessed)
                 self._extend(a, chain, own_state(env, a), self.c.agents[a])
         self.want.clear()
 
@@ -212,7 +217,13 @@ class Speculation(RunObserver):
                     break
 
     def _holds(self, agent: str, ahead: Ahead) -> bool:
-        return observation_key(predict(self.env, agent, ahead.own, self._guess)[0]) == ahead.key
+        return observation_key(self._predict(agent, ahead.own)) == ahead.key
+
+    def _predict(self, agent: str, own: OwnState) -> dict:
+        """`agent`'s observation at `own.step` in state `own`, laggards as guessed (`_guess`)."""
+        env, p = self.env, own.position
+        nearby = [env._idx(a) for a in self.where.near(p) | self.guessed.near(p)]
+        return predict(env, agent, own, self._guess, nearby)[0]
 
     def _tile(self, j: int, step: int):
         """Agent j's tile at `step` as predictions take it: guessed (`_guess`), else where it is."""
@@ -229,59 +240,50 @@ class Speculation(RunObserver):
         k = step - (steps[0].step if steps else chain.tip.step)
         if k < 0:
             return None
-        return steps[k].own if k < len(steps) else chain.tip
+        if k < len(steps):
+            return steps[k].own
+        return chain.ghost_at(step) or chain.tip
 
     # -- chains ------------------------------------------------------------------------------
 
     def _extend(self, name: str, chain: Chain, own: OwnState, agent: Any) -> None:
-        chain.tip = own
+        chain.set_tip(own)
         chain.task = asyncio.ensure_future(self._run_chain(name, chain, own, agent))
 
     async def _run_chain(self, name: str, chain: Chain, own: OwnState, agent: Any) -> None:
         """Compute held steps of `name` from `own` (its state at the next step) on copies of
         `agent` (its state before that step), appending them to `chain`."""
-        env, runner, metrics = self.env, self.c.runner, self.c.metrics
-        loop = asyncio.get_running_loop()
+        env, loop = self.env, asyncio.get_running_loop()
         mine: list[Ahead] = []
         try:
             while own.step < env.max_steps:
                 while self._full(chain):
                     chain.room.clear()
                     await chain.room.wait()
-                predicted = predict(env, name, own, self._guess)[0]
+                predicted = self._predict(name, own)
                 movers = self._unsettled(own, predicted) if self.settle is not None else ()
                 while movers:  # wait for their state at own.step rather than guess it
                     fut = loop.create_future()
                     for y in movers:
                         self.waiters.setdefault(y, []).append(fut)
                     await fut
-                    predicted = predict(env, name, own, self._guess)[0]
+                    predicted = self._predict(name, own)
                     movers = self._unsettled(own, predicted)
-                copy = agent if self._stateless[name] else restore(snapshot(agent, env), env)
-                calls = HeldCalls(metrics, self)
-                llm = LLMClient(runner.backend, name, own.step, calls, self.c.models.get(name), speculative=True)
-                seen = frozenset(env._idx(p["name"]) for p in predicted["perceived"])
+                data = None if self._stateless[name] else snapshot(agent, env)
+                state = None if data is None else state_digest(data)
+                key = observation_key(predicted)
                 for p in predicted["perceived"]:
                     self.readers.setdefault(p["name"], set()).add(name)
-                ahead = Ahead(own, observation_key(predicted), seen, copy, loop.create_future(), llm, calls)
-                chain.push(ahead)
-                self.where.add(name, own.position)
-                mine.append(ahead)
-                view = agent_view(env, predicted)
-                try:
-                    if self.slots is None:
-                        action = await runner.act(copy, name, own.step, view, calls, llm=llm)
-                    else:
-                        took = await self.slots.acquire(ahead)
-                        try:
-                            action = await runner.act(copy, name, own.step, view, calls, llm=llm)
-                        finally:
-                            if took:
-                                self.slots.release()
-                except AgentStepError as e:  # maybe only on a wrong prediction: the real step decides
-                    ahead.action.set_exception(e)
-                    return
-                ahead.action.set_result(action)
+                ahead = self.shelf.take(name, own.step, key, state)  # computed before from the same inputs
+                if ahead is None:
+                    ahead = await self._compute(name, chain, own, predicted, key, state,
+                                                agent if data is None else restore(data, env), mine)
+                    if ahead is None:
+                        return
+                else:
+                    chain.push(ahead)
+                    self.where.add(name, own.position)
+                action, copy = ahead.action.result(), ahead.agent
                 if self.depth == 1 and ahead.calls.adopted:
                     # Adopted while computing: at depth 1 the next step may read the agent's own
                     # tile from the env (the contract), so the env commits this one first. Not
@@ -295,16 +297,51 @@ class Speculation(RunObserver):
                     tip = own_after(env, name, own, action)
                 except MetropolisError:  # an action the env would reject: its real step will say so
                     return
-                chain.tip = tip
+                guessed = chain.ghost_at(tip.step) or own  # what the others took it for
+                chain.set_tip(tip)
                 self._wake(name)
-                if tip[1:] != own[1:]:  # news for the chains that guessed it unchanged
+                if tip[1:] != own[1:]:
                     self.changed[name] = max(self.changed.get(name, 0), tip.step)
+                if tip[1:] != guessed[1:]:  # news for the chains that guessed otherwise
+                    chain.clear_ghost()
                     self._news(name, tip.step)
+                else:
+                    chain.pass_ghost(tip.step)
                 agent, own = copy, tip
         finally:  # cancelled or broken: none of its held steps may stay unresolved
             for ahead in mine:
                 if not ahead.action.done():
                     ahead.action.cancel()
+
+    async def _compute(self, name: str, chain: Chain, own: OwnState, predicted: dict, key: tuple,
+                       state: bytes | None, copy: Any, mine: list) -> Ahead | None:
+        """Compute held step `own.step` of `name` on `copy` (its state before the step) and the
+        predicted observation; the step is on the chain while computing. None if act() raised
+        (the real step will decide: maybe it failed only on a wrong prediction)."""
+        env, runner = self.env, self.c.runner
+        calls = HeldCalls(self.c.metrics, self)
+        llm = LLMClient(runner.backend, name, own.step, calls, self.c.models.get(name), speculative=True)
+        seen = frozenset(env._idx(p["name"]) for p in predicted["perceived"])
+        ahead = Ahead(own, key, seen, copy, asyncio.get_running_loop().create_future(), llm, calls, state)
+        chain.push(ahead)
+        self.where.add(name, own.position)
+        mine.append(ahead)
+        view = agent_view(env, predicted)
+        try:
+            if self.slots is None:
+                action = await runner.act(copy, name, own.step, view, calls, llm=llm)
+            else:
+                took = await self.slots.acquire(ahead)
+                try:
+                    action = await runner.act(copy, name, own.step, view, calls, llm=llm)
+                finally:
+                    if took:
+                        self.slots.release()
+        except AgentStepError as e:
+            ahead.action.set_exception(e)
+            return None
+        ahead.action.set_result(action)
+        return ahead
 
     def _wake(self, agent: str) -> None:
         for fut in self.waiters.pop(agent, ()):
@@ -338,6 +375,7 @@ class Speculation(RunObserver):
         if chain.task is not None and not chain.task.done():
             chain.task.cancel()
         dropped = list(chain.steps)[k:]
+        chain.haunt(dropped)  # until computed again, others take it to do what it did
         for _ in dropped:
             gone = chain.pop()
             self.where.remove(agent, gone.own.position)
@@ -345,11 +383,11 @@ class Speculation(RunObserver):
         self.cuts += 1
         base = chain.steps[-1].agent if chain.steps else self.c.agents[agent]
         self._extend(agent, chain, dropped[0].own, base)
-        self._news(agent, dropped[0].step + 1)  # its guesses from there on are gone
         self._wake(agent)
 
     def _discard(self, agent: str, news: bool = True) -> None:
         chain = self.chains.pop(agent)
+        chain.close()
         if chain.task is not None and not chain.task.done():
             chain.task.cancel()
         for ahead in chain.steps:
@@ -359,6 +397,11 @@ class Speculation(RunObserver):
             self._news(agent, chain.steps[0].step + 1)
 
     def _waste(self, ahead: Ahead) -> None:
+        """`ahead` was dropped: shelved if complete (wasted only if never taken again)."""
+        for gone in self.shelf.keep(ahead.llm.agent, ahead):
+            self._wasted(gone)
+
+    def _wasted(self, ahead: Ahead) -> None:
         self.wasted_calls += ahead.calls.started
         self.wasted_tokens += sum(resp.input_tokens + resp.output_tokens for _, resp in ahead.calls.done)
         if self.answers is not None:
@@ -372,6 +415,8 @@ class Speculation(RunObserver):
         for a in list(self.chains):
             self._discard(a, news=False)
         await cancel_all(tasks)
+        for gone in self.shelf.clear():
+            self._wasted(gone)
         if self.answers is not None:
             self.answers.clear()
         self.c.runner.backend = self._backend
@@ -398,6 +443,7 @@ class Speculation(RunObserver):
         chain.room.set()
         if not chain.steps and (chain.task is None or chain.task.done()):
             del self.chains[agent]
+            chain.close()
         ahead.calls.adopt()
         ahead.llm.speculative = False  # the rest of its calls are real work now
         self.traffic.adopt(agent, step)  # and its call in flight, if still queued, goes as one
@@ -442,6 +488,7 @@ class Speculation(RunObserver):
         total = m.tokens_in + m.tokens_out + self.wasted_tokens
         m.spec_token_share = self.spec_tokens / total if total else 0.0
         m.spec_gpu_share, m.wasted_gpu_share = gpu_shares(m.backend, self.c.metrics.spec_gpu_used_s)
+        m.recalled_steps, m.recalled_calls = self.shelf.taken, self.shelf.taken_calls
         if self.answers is not None:
             self.answers.report(m)
 
