@@ -74,7 +74,7 @@ def test_interrupted_and_resumed_speculative_run_equals_sync(tmp_path_factory, w
     assume((run_dir / CHECKPOINT).exists())  # it died after its first checkpoint
     saved = load(run_dir)
     assert saved["speculation"] == {"depth": depth, "max_inflight": "auto", "horizon": speculation.HORIZON,
-                                    "reuse": True, "settle": speculation.SETTLE}
+                                    "reuse": True, "settle": speculation.SETTLE, "busy_at": None}
     m = resume(run_dir)
     assert m.spec_hit_rate is None or 0 <= m.spec_hit_rate <= 1  # the resumed part speculates again
     state = load(run_dir)

@@ -104,3 +104,9 @@ class Backend(abc.ABC):
     def stats(self) -> dict[str, Any]:
         """Backend-specific metrics for the run report (e.g. GPU busy share, retries)."""
         return {}
+
+    def promote(self, request: LLMRequest) -> None:
+        """`request`, sent speculative and not answered yet, is needed now (its step was
+        adopted): if it still waits for admission, let it wait as a non-speculative request of
+        its step would. Default: nothing (it keeps its place; servers offer no way to change a
+        sent request's priority)."""

@@ -4,7 +4,9 @@ Talks through the official `openai.AsyncOpenAI` client only. What it adds on top
 
 - **Several servers, least-outstanding routing.** Each request (and each retry) goes to the
   endpoint with the fewest requests in flight (ties: the one that served fewest so far), the
-  simplest router that keeps data-parallel replicas evenly loaded when response lengths vary.
+  simplest router that keeps data-parallel replicas evenly loaded when response lengths vary;
+  speculative requests (`LLMRequest.speculative`) count only after that: the endpoint with the
+  fewest real ones first, since speculative ones run behind them (docs/SPECULATION.md, "Load").
   An endpoint that just failed (connection error, timeout, 5xx, 429) is avoided for
   `failure_cooldown` seconds, doubling with consecutive failures up to `backoff_max` (a 429's
   Retry-After counts too), while another is healthy: a dead replica would otherwise attract
@@ -107,6 +109,7 @@ class Endpoint:
     base_url: str
     client: Any  # openai.AsyncOpenAI
     outstanding: int = 0
+    speculative: int = 0  # of the outstanding calls, those sent speculative
     requests: int = 0
     completed: int = 0
     retries: int = 0
@@ -269,7 +272,8 @@ class OpenAIBackend(Backend):
         healthy = [e for e in self.endpoints if e.down_until <= now]
         if not healthy:
             healthy = [min(self.endpoints, key=lambda e: e.down_until)]
-        return min(healthy, key=lambda e: (e.outstanding, e.requests))
+        # fewest real (non-speculative) calls first: speculative ones run behind them
+        return min(healthy, key=lambda e: (e.outstanding - e.speculative, e.outstanding, e.requests))
 
     def _mark_failed(self, ep: Endpoint, now: float, retry_after: float | None) -> None:
         """Keep new requests away from `ep` for a while (see the module docstring)."""
@@ -320,6 +324,7 @@ class OpenAIBackend(Backend):
         while True:
             ep = self._pick(loop.time())
             ep.outstanding += 1
+            ep.speculative += request.speculative
             ep.requests += 1
             self._max_outstanding = max(self._max_outstanding,
                                         sum(e.outstanding for e in self.endpoints))
@@ -350,6 +355,7 @@ class OpenAIBackend(Backend):
                 break
             finally:
                 ep.outstanding -= 1
+                ep.speculative -= request.speculative
             await self._sleep(delay)
 
         # A server that reports no usage still gets the counts the trace knows, if any.

@@ -179,6 +179,19 @@ class Replica:
             self.to_drop.append(job)
             self._cut_segment()
 
+    def promote(self, job: Job, key: tuple) -> None:
+        """Queue a waiting job by `key` from now on; a running one stays as it is (under "vllm"
+        its preemption order too)."""
+        if job.state != WAITING or job.cancelled:
+            return
+        waiting = self.waiting
+        i = waiting.index((job.key, job))
+        job.key, waiting[i] = key, (key, job)
+        job.victim_key = (-key[0], -job.seq)  # for its preemption order once admitted (vllm)
+        heapq.heapify(waiting)
+        if not self.sglang and self._can_admit():
+            self._cut_segment()  # it may be admitted now, as on arrival
+
     # -- mechanism -----------------------------------------------------------------------------
 
     def _cut_segment(self) -> None:

@@ -1,9 +1,10 @@
 """SimulatedBackend: a batched LLM server (N GPU replicas, each a vLLM- or SGLang-like scheduler) on the loop's clock.
 
 A request arrives, is routed to the replica with the fewest outstanding requests (lowest index on
-ties) and is served there by the replica's scheduler (`metropolis_env.backends.scheduling`:
-admission in policy order under the batch, token and KV limits, chunked or exclusive prefill, KV
-blocks with preemption by recompute, cancellation). This module holds the cost of one iteration
+ties; while speculative requests are in flight, the fewest non-speculative ones first) and is
+served there by the replica's scheduler (`metropolis_env.backends.scheduling`: admission in
+policy order under the batch, token and KV limits, chunked or exclusive prefill, KV blocks with
+preemption by recompute, cancellation). This module holds the cost of one iteration
 and the backend around the replicas.
 
 Iteration time (`ServerConfig.iteration_time`), a roofline plus a fixed per-iteration cost:
@@ -235,6 +236,8 @@ class SimulatedBackend(Backend):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._first_arrival: float | None = None
         self._span_done = 0.0  # serving span of loops used before the current one
+        self._speculative: dict[int, tuple[Replica, Job]] = {}  # id(request) -> where it is, until answered
+        self._real = [0] * config.replicas  # non-speculative (or promoted) requests in flight per replica
 
     # -- the Backend interface -------------------------------------------------------------
 
@@ -256,20 +259,43 @@ class SimulatedBackend(Backend):
         if self._first_arrival is None:
             self._first_arrival = now
         # least outstanding, lowest index on ties: C-level passes over the counters, since with 64
-        # replicas this compares 64 of them per request
+        # replicas this compares 64 of them per request. With speculative requests in flight:
+        # fewest real (non-speculative) requests first, then least outstanding: speculative ones
+        # are filler that runs behind real ones, so real load is what a request will wait behind
         if len(reps) == 1:
             rep = reps[0]
-        else:
+        elif not self._speculative:
             loads = self._loads
             rep = reps[loads.index(min(loads))]
+        else:
+            loads, real = self._loads, self._real
+            rep = reps[min(range(len(reps)), key=lambda i: (real[i], loads[i]))]
         rep.submit(job)
+        if request.speculative:
+            self._speculative[id(request)] = (rep, job)
+        else:
+            self._real[rep.index] += 1
         try:
             await job.future
         except asyncio.CancelledError:
             rep.cancel(job)
             raise
+        finally:
+            if self._speculative.pop(id(request), None) is None:  # real, or promoted to real
+                self._real[rep.index] -= 1
         return LLMResponse(_filler_text(n_out), n_in, n_out, start=job.arrival, end=job.end,
                            endpoint=self._endpoints[rep.index], gpu_s=job.gpu_s)
+
+    def promote(self, request: LLMRequest) -> None:
+        """A speculative request still waiting is queued as its step's non-speculative one would
+        be (its GPU time still counts as speculative: it was sent so)."""
+        got = self._speculative.pop(id(request), None)
+        if got is not None:
+            rep, job = got
+            self._real[rep.index] += 1  # real load from now on
+            if self.config.policy == "priority":
+                base = request.step if request.priority is None else request.priority
+                rep.promote(job, (base, job.seq))
 
     def stats(self) -> dict[str, Any]:
         """Metrics of everything served so far.

@@ -1,7 +1,9 @@
 """Held speculative steps and their bookkeeping, for `speculation.Speculation`: one held step
 (`Ahead`), the calls it makes until it is adopted (`HeldCalls`), an agent's chain of them (`Chain`),
-the limit on speculative steps computing at once (`Slots`), and where held steps are on the map
-(`Where`), so that news of an agent reaches the chains near it in O(neighbours)."""
+the limit on speculative steps computing at once (`Slots`), the backend as speculation sees it
+(`Traffic`: the real load, and the speculative calls to promote when their step is adopted), and
+where held steps are on the map (`Where`), so that news of an agent reaches the chains near it in
+O(neighbours)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import heapq
 from collections import deque
 from typing import Any
 
+from ..backends.base import Backend, LLMRequest, LLMResponse
 from ..prediction import OwnState
 from .agent import LLMClient
 
@@ -38,18 +41,21 @@ class HeldCalls:
     """Stands in for the run's metrics in a speculative step: calls count as outstanding at once
     (they load the server), but are recorded only once the step is adopted."""
 
-    __slots__ = ("metrics", "owner", "done", "started", "adopted")
+    __slots__ = ("metrics", "owner", "done", "started", "adopted", "chain")
 
     def __init__(self, metrics, owner):
         self.metrics, self.owner = metrics, owner
         self.done: list = []
         self.started = 0
         self.adopted = False
+        self.chain: Chain | None = None  # the chain holding its step, while it does
 
     def now(self) -> float:
         return self.metrics.now()
 
     def call_started(self) -> None:
+        if not self.started and self.chain is not None:
+            self.chain.costly += 1
         self.started += 1
         self.owner.issued += 1
         self.metrics.call_started()
@@ -75,19 +81,29 @@ class HeldCalls:
 
 
 class Slots:
-    """At most `n` speculative steps computing at once; waiters are let in smallest step first
-    (the step most likely to be needed soonest), not in arrival order. A waiting step whose
-    result is needed now (adopted) is let through at once, without a slot."""
+    """At most `n` speculative steps computing at once (None: no fixed limit), and, with a
+    `gauge`, no more than its `room()` (`Traffic`: a level minus the real calls in flight); waiters are let in smallest
+    step first (the step most likely to be needed soonest), not in arrival order. A waiting step
+    whose result is needed now (adopted) is let through at once, without a slot."""
 
-    def __init__(self, n: int):
-        self.free = n
+    def __init__(self, n: int | None, gauge: "Traffic | None" = None):
+        self.n, self.gauge = n, gauge
+        self.busy = 0
         self.waiting: list[tuple[int, int, asyncio.Future]] = []
         self._seq = 0
+        if gauge is not None:
+            gauge.listener = self.pump
+
+    def _open(self) -> bool:
+        if self.n is not None and self.busy >= self.n:
+            return False
+        room = None if self.gauge is None else self.gauge.room()
+        return room is None or self.busy < room
 
     async def acquire(self, ahead: "Ahead") -> bool:
         """Wait for a slot; True if one was taken (then `release` it), False if let through."""
-        if self.free > 0 and not self.waiting:
-            self.free -= 1
+        if not self.waiting and self._open():
+            self.busy += 1
             return True
         ahead.wait = fut = asyncio.get_running_loop().create_future()
         self._seq += 1
@@ -104,12 +120,67 @@ class Slots:
             ahead.wait.set_result(False)
 
     def release(self) -> None:
-        while self.waiting:
+        self.busy -= 1
+        self.pump()
+
+    def pump(self) -> None:
+        """Let waiting steps in, smallest step first, while there is room."""
+        while self.waiting and self._open():
             _, _, fut = heapq.heappop(self.waiting)
             if not fut.done():
+                self.busy += 1
                 fut.set_result(True)
-                return
-        self.free += 1
+
+
+class Traffic(Backend):
+    """The run's backend as speculation sees it: `inner`, counting the real (non-speculative)
+    calls in flight, the load the server has from work that is needed, and keeping the
+    speculative calls in flight per (agent, step), so that when a held step is adopted its
+    call still queued behind every real one is promoted (`adopt`, `Backend.promote`). `room()`:
+    how many speculative steps may compute beside the real load (`level` minus the real calls
+    in flight; None: no level); `listener` is told when a real call ends."""
+
+    def __init__(self, inner: Backend, level: int | None = None):
+        self.inner, self.level = inner, level
+        self.virtual_time = inner.virtual_time
+        self.real = 0
+        self.flying: dict[tuple[str, int], list[LLMRequest]] = {}
+        self.listener = None
+
+    def room(self) -> int | None:
+        return None if self.level is None else self.level - self.real
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        if request.speculative:
+            mine = self.flying.setdefault((request.agent, request.step), [])
+            mine.append(request)
+            try:
+                return await self.inner.complete(request)
+            finally:
+                mine.remove(request)
+                if not mine and self.flying.get((request.agent, request.step)) is mine:
+                    del self.flying[(request.agent, request.step)]
+        self.real += 1
+        try:
+            return await self.inner.complete(request)
+        finally:
+            self.real -= 1
+            if self.listener is not None:
+                self.listener()
+
+    def adopt(self, agent: str, step: int) -> None:
+        """The held step of `agent` at `step` was adopted: its calls in flight are needed now."""
+        for request in self.flying.get((agent, step), ()):
+            self.inner.promote(request)
+
+    def promote(self, request: LLMRequest) -> None:
+        self.inner.promote(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def stats(self) -> dict:
+        return self.inner.stats()
 
 
 class Where:
@@ -148,12 +219,14 @@ class Chain:
     step after the last held one (known once that step's action is), None before the first,
     and `ghost`: after a cut, the states its dropped steps had reached, by step (the likeliest
     outcome of computing them again), until the chain computes past them or differs.
+    `costly`: how many of its held steps have started an LLM call (what `depth` limits), kept
+    as steps are added, make their first call and leave (`push`, `popleft`, `pop`).
 
     The tiles of the tip and the ghost are kept in `guessed` (a `Where`), as held steps' tiles
     are in the speculation's own: what others guess of the agent is on one of them, so a
     prediction finds the agent near a tile in O(neighbours) however far it is now."""
 
-    __slots__ = ("name", "guessed", "steps", "task", "room", "tip", "ghost")
+    __slots__ = ("name", "guessed", "steps", "task", "room", "tip", "ghost", "costly")
 
     def __init__(self, name: str, guessed: Where):
         self.name, self.guessed = name, guessed
@@ -162,6 +235,23 @@ class Chain:
         self.room = asyncio.Event()
         self.tip: OwnState | None = None
         self.ghost: dict[int, OwnState] = {}
+        self.costly = 0
+
+    def push(self, ahead: Ahead) -> None:
+        self.steps.append(ahead)
+        ahead.calls.chain = self
+        self.costly += ahead.calls.started > 0
+
+    def popleft(self) -> Ahead:
+        return self._leave(self.steps.popleft())
+
+    def pop(self) -> Ahead:
+        return self._leave(self.steps.pop())
+
+    def _leave(self, ahead: Ahead) -> Ahead:
+        ahead.calls.chain = None
+        self.costly -= ahead.calls.started > 0
+        return ahead
 
     def set_tip(self, tip: OwnState) -> None:
         if self.tip is not None:

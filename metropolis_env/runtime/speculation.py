@@ -37,7 +37,7 @@ from .agent import LLMClient
 from .answers import Answers
 from .checkpoint import restore, snapshot
 from .executors import LocalExecutor, cancel_all, gather_eager
-from .held import Ahead, Chain, HeldCalls, Slots, Where
+from .held import Ahead, Chain, HeldCalls, Slots, Traffic, Where
 from .shelf import Shelf, state_digest
 from .metrics import gpu_shares
 from .observers import RunObserver
@@ -67,10 +67,16 @@ class Speculation(RunObserver):
     first ("auto": max(16, agents // 8); None: no limit).
     reuse: answer an agent's later calls that are identical to completed calls of its discarded
     speculative steps from those (`answers.Answers`; greedy calls with a prompt only).
+    busy_at: a speculative step starts only while the real (non-speculative) LLM calls in flight
+    plus the speculative steps computing are fewer than this (None: whatever the real load; see
+    docs/SPECULATION.md, "Load", for what it did and did not do on the simulated server).
+    Whatever the settings, an adopted step's call still waiting in the server's queue is
+    promoted to a real call of its step (`Backend.promote`), so it does not wait behind real
+    calls as speculation would.
     """
 
     def __init__(self, depth: int = DEPTH, max_inflight: int | str | None = "auto", horizon: int = HORIZON,
-                 reuse: bool = True, settle: int | None = SETTLE):
+                 reuse: bool = True, settle: int | None = SETTLE, busy_at: int | None = None):
         if not isinstance(depth, int) or depth < 1:
             raise ConfigError(f"speculation depth must be an int >= 1, got {depth!r}")
         if max_inflight != "auto" and max_inflight is not None and (not isinstance(max_inflight, int)
@@ -81,13 +87,16 @@ class Speculation(RunObserver):
         if settle is not None and (not isinstance(settle, int) or settle < 0):
             raise ConfigError(f"speculation settle must be an int >= 0 (steps) or None, got {settle!r}")
         self.depth, self.max_inflight, self.horizon, self.reuse = depth, max_inflight, horizon, reuse
-        self.settle = settle
+        if busy_at is not None and (not isinstance(busy_at, int) or busy_at < 1):
+            raise ConfigError(f"speculation busy_at must be an int >= 1 (real LLM calls in flight) or None, "
+                              f"got {busy_at!r}")
+        self.settle, self.busy_at = settle, busy_at
 
     def settings(self) -> dict:
         """The constructor's arguments (what a checkpoint saves: `Speculation(**settings())`
         makes an equal one; held chains are state, never settings)."""
         return {"depth": self.depth, "max_inflight": self.max_inflight, "horizon": self.horizon,
-                "reuse": self.reuse, "settle": self.settle}
+                "reuse": self.reuse, "settle": self.settle, "busy_at": self.busy_at}
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -130,14 +139,16 @@ class Speculation(RunObserver):
         limit = self.max_inflight
         if limit == "auto":
             limit = max(AUTO_MIN, len(self.env.possible_agents) // AUTO_PER)
-        self.slots = Slots(limit) if limit else None
+        self._backend = controller.runner.backend
+        self.traffic = controller.runner.backend = Traffic(self._backend, self.busy_at)
+        gauge = self.traffic if self.busy_at is not None else None
+        self.slots = Slots(limit or None, gauge) if limit or gauge else None
         self.hits = self.misses = self.cuts = self.issued = self.wasted_calls = 0
         self.wasted_tokens = self.spec_tokens = 0
         self.answers = Answers() if self.reuse else None
         self.shelf = Shelf()
         if self.answers is not None:  # every call of the run, real or speculative, may be a re-run
-            self._backend, controller.runner.backend = controller.runner.backend, self.answers.backend(
-                controller.runner.backend)
+            controller.runner.backend = self.answers.backend(controller.runner.backend)
         return self.dispatch
 
     # -- observer hooks ----------------------------------------------------------------------
@@ -286,7 +297,7 @@ class Speculation(RunObserver):
                     if ahead is None:
                         return
                 else:
-                    chain.steps.append(ahead)
+                    chain.push(ahead)
                     self.where.add(name, own.position)
                 action, copy = ahead.action.result(), ahead.agent
                 if self.depth == 1 and ahead.calls.adopted:
@@ -328,7 +339,7 @@ class Speculation(RunObserver):
         llm = LLMClient(runner.backend, name, own.step, calls, self.c.models.get(name), speculative=True)
         seen = frozenset(env._idx(p["name"]) for p in predicted["perceived"])
         ahead = Ahead(own, key, seen, copy, asyncio.get_running_loop().create_future(), llm, calls, state)
-        chain.steps.append(ahead)
+        chain.push(ahead)
         self.where.add(name, own.position)
         mine.append(ahead)
         view = agent_view(env, predicted)
@@ -371,7 +382,7 @@ class Speculation(RunObserver):
     def _full(self, chain: Chain) -> bool:
         if len(chain.steps) >= self.horizon:
             return True
-        return sum(1 for a in chain.steps if a.calls.started) >= self.depth
+        return chain.costly >= self.depth
 
     def _cut(self, agent: str, k: int) -> None:
         """Discard held steps k.. of `agent` and compute them again from step k (the chain's task
@@ -382,7 +393,7 @@ class Speculation(RunObserver):
         dropped = list(chain.steps)[k:]
         chain.haunt(dropped)  # until computed again, others take it to do what it did
         for _ in dropped:
-            gone = chain.steps.pop()
+            gone = chain.pop()
             self.where.remove(agent, gone.own.position)
             self._waste(gone)
         self.cuts += 1
@@ -424,7 +435,7 @@ class Speculation(RunObserver):
             self._wasted(gone)
         if self.answers is not None:
             self.answers.clear()
-            self.c.runner.backend = self._backend
+        self.c.runner.backend = self._backend
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -444,13 +455,14 @@ class Speculation(RunObserver):
             self._discard(agent)
             return None
         self.hits += 1
-        self.where.remove(agent, chain.steps.popleft().own.position)
+        self.where.remove(agent, chain.popleft().own.position)
         chain.room.set()
         if not chain.steps and (chain.task is None or chain.task.done()):
             del self.chains[agent]
             chain.close()
         ahead.calls.adopt()
         ahead.llm.speculative = False  # the rest of its calls are real work now
+        self.traffic.adopt(agent, step)  # and its call in flight, if still queued, goes as one
         if self.slots is not None:
             self.slots.let_through(ahead)
         if ahead.agent is not self.c.agents[agent]:
