@@ -124,7 +124,7 @@ def test_speculative_run_equals_sync(world, rules, seed, depth, limit, horizon, 
     assert (trail, memories) == _sync(world, rules)
     assert m.wasted_calls is not None and 0.0 <= m.wasted_call_share <= 1.0
     # nothing held, guessed or shelved outlives the run
-    assert not spec.chains and not spec.where.cells and not spec.guessed.cells and not spec.shelf.kept
+    assert not spec.chains and spec.guesses.empty() and not spec.shelf.kept
 
 
 def test_speculation_holds_hits_and_misses_and_cancels():

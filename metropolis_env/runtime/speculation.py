@@ -30,18 +30,19 @@ from itertools import islice
 from typing import Any
 
 from ..errors import AgentStepError, ConfigError, MetropolisError
-from ..prediction import (VIEWS, OwnState, agent_view, full_observation, observation_key, own_after, own_state, predict,
+from ..prediction import (VIEWS, OwnState, agent_view, full_observation, observation_key, own_after, own_state,
                           watchers)
 from . import eager
 from .agent import LLMClient
 from .answers import Answers
 from .checkpoint import restore, snapshot
 from .executors import LocalExecutor, cancel_all, gather_eager
-from .held import Ahead, Chain, HeldCalls, Slots, Traffic, Where
-from .shelf import Shelf, state_digest
+from .guesses import Guesses
+from .held import Ahead, Chain, HeldCalls, Slots, Traffic
 from .metrics import gpu_shares
 from .observers import RunObserver
 from .scheduling import DependencyPolicy
+from .shelf import Shelf, state_digest
 
 
 #: Default depth: speculative steps with LLM calls held per agent (chosen by measurement,
@@ -131,8 +132,8 @@ class Speculation(RunObserver):
         self.moved: list[str] = []      # committed since the last look
         self.readers: dict[str, set[str]] = {}  # agent -> chains that held a step perceiving it
         self.landing: dict[str, tuple[int, asyncio.Future]] = {}  # adopted mid-step, until committed
-        self.where = Where(self.env._observer.perception.radius_p)  # held steps' tiles
-        self.guessed = Where(self.env._observer.perception.radius_p)  # chains' tips and ghosts
+        self.guesses = Guesses(self.env, self.chains)
+        self.where = self.guesses.held
         self.waiters: dict[str, list] = {}
         self.changed: dict[str, int] = {}
         self.last_public: dict[str, tuple] = {}
@@ -183,7 +184,7 @@ class Speculation(RunObserver):
         index = self.c.policy.index  # a set's order of names changes between processes
         for a in sorted(self.want, key=lambda a: (env.agent_step(a), index[a])):
             if not env.is_ready(a) and a not in self.chains:
-                self.chains[a] = chain = Chain(a, self.guessed)
+                self.chains[a] = chain = Chain(a, self.guesses.ends)
                 self._extend(a, chain, own_state(env, a), self.c.agents[a])
         self.want.clear()
 
@@ -206,7 +207,7 @@ class Speculation(RunObserver):
         def tile_at(s: int):
             t = tiles.get(s)
             if t is None:
-                t = tiles[s] = self._tile(j, s)
+                t = tiles[s] = self.guesses.tile(j, s)
             return t
 
         near = self.where.near(tile_at(step))
@@ -228,37 +229,9 @@ class Speculation(RunObserver):
                     if not sees(*pair):
                         apart = pair
                         continue
-                if not self._holds(w, ahead):
+                if not self.guesses.holds(w, ahead):
                     self._cut(w, k)
                     break
-
-    def _holds(self, agent: str, ahead: Ahead) -> bool:
-        return observation_key(self._predict(agent, ahead.own)) == ahead.key
-
-    def _predict(self, agent: str, own: OwnState) -> dict:
-        """`agent`'s observation at `own.step` in state `own`, laggards as guessed (`_guess`)."""
-        env, p = self.env, own.position
-        nearby = [env._idx(a) for a in self.where.near(p) | self.guessed.near(p)]
-        return predict(env, agent, own, self._guess, nearby)[0]
-
-    def _tile(self, j: int, step: int):
-        """Agent j's tile at `step` as predictions take it: guessed (`_guess`), else where it is."""
-        there = self._guess(j, step)
-        return self.env._tracker.pos[j] if there is None else there.position
-
-    def _guess(self, j: int, step: int) -> OwnState | None:
-        """Laggard j's state at `step` as its own speculation has it (its held step there, else the
-        latest state it knows, its tip), or None (then: where it is now)."""
-        chain = self.chains.get(self.env.possible_agents[j])
-        if chain is None or chain.tip is None:
-            return None
-        steps = chain.steps
-        k = step - (steps[0].step if steps else chain.tip.step)
-        if k < 0:
-            return None
-        if k < len(steps):
-            return steps[k].own
-        return chain.ghost_at(step) or chain.tip
 
     # -- chains ------------------------------------------------------------------------------
 
@@ -276,14 +249,14 @@ class Speculation(RunObserver):
                 while self._full(chain):
                     chain.room.clear()
                     await chain.room.wait()
-                predicted = self._predict(name, own)
+                predicted = self.guesses.predict(name, own)
                 movers = self._unsettled(own, predicted) if self.settle is not None else ()
                 while movers:  # wait for their state at own.step rather than guess it
                     fut = loop.create_future()
                     for y in movers:
                         self.waiters.setdefault(y, []).append(fut)
                     await fut
-                    predicted = self._predict(name, own)
+                    predicted = self.guesses.predict(name, own)
                     movers = self._unsettled(own, predicted)
                 data = None if self._stateless[name] else snapshot(agent, env)
                 state = None if data is None else state_digest(data)
