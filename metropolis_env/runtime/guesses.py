@@ -25,7 +25,7 @@ class Guesses:
         self.env, self.chains = env, chains
         radius = env._observer.perception.radius_p
         self.held = Where(radius)  # held steps' tiles
-        self.ends = Where(radius)  # chains' tips and ghosts (Chain keeps them up to date)
+        self.ends = Where(radius)  # chains' tips and ghosts (Chain keeps them up to date), same cells
 
     def state(self, j: int, step: int) -> OwnState | None:
         """Laggard j's state at `step` as its speculation has it (held step, ghost, tip), or
@@ -52,10 +52,17 @@ class Guesses:
         nearby = [env._idx(a) for a in self.held.near(p) | self.ends.near(p)]
         return predict(env, agent, own, self.state, nearby)[0]
 
+    def reach(self, j: int) -> set[tuple[int, int]]:
+        """The cells of `held`'s grid from which agent j may be perceived at some step, wherever it
+        is guessed (held steps, tip, ghost, or where it is): O(cells it is guessed in)."""
+        name = self.env.possible_agents[j]
+        mine = {self.held.cell(self.env._tracker.pos[j]), *self.held.cells_of(name), *self.ends.cells_of(name)}
+        return {(x + dx, y + dy) for x, y in mine for dx in (-1, 0, 1) for dy in (-1, 0, 1)}
+
     def holds(self, agent: str, ahead: Ahead) -> bool:
         """Whether `ahead`'s prediction still holds under the guesses of now."""
         return observation_key(self.predict(agent, ahead.own)) == ahead.key
 
     def empty(self) -> bool:
         """Nothing held or guessed (after a run)."""
-        return not self.held.cells and not self.ends.cells
+        return not self.held.cells and not self.ends.cells and not self.held.of and not self.ends.of

@@ -190,10 +190,14 @@ class Where:
     def __init__(self, radius: int):
         self.size = radius + 1
         self.cells: dict[tuple[int, int], dict[str, int]] = {}
+        self.of: dict[str, dict[tuple[int, int], int]] = {}  # the same counts, by agent
 
     def add(self, agent: str, tile) -> None:
-        cell = self.cells.setdefault((tile[0] // self.size, tile[1] // self.size), {})
+        key = (tile[0] // self.size, tile[1] // self.size)
+        cell = self.cells.setdefault(key, {})
         cell[agent] = cell.get(agent, 0) + 1
+        mine = self.of.setdefault(agent, {})
+        mine[key] = mine.get(key, 0) + 1
 
     def remove(self, agent: str, tile) -> None:
         key = (tile[0] // self.size, tile[1] // self.size)
@@ -203,6 +207,19 @@ class Where:
             del cell[agent]
             if not cell:
                 del self.cells[key]
+            mine = self.of[agent]
+            del mine[key]
+            if not mine:
+                del self.of[agent]
+        else:
+            self.of[agent][key] -= 1
+
+    def cell(self, tile) -> tuple[int, int]:
+        return tile[0] // self.size, tile[1] // self.size
+
+    def cells_of(self, agent: str):
+        """The cells where `agent` has entries."""
+        return self.of.get(agent, {}).keys()
 
     def near(self, tile) -> set[str]:
         """Agents with a held step within the perception radius of `tile` (and a few more)."""

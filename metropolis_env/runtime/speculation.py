@@ -211,6 +211,7 @@ class Speculation(RunObserver):
             return t
 
         near = self.where.near(tile_at(step))
+        reach, size = self.guesses.reach(j), self.where.size
         for w in sorted(readers.union(watchers(env, agent), near) - {agent}, key=self.c.policy.index.__getitem__):
             chain = self.chains.get(w)
             if chain is None or not chain.steps:
@@ -223,7 +224,10 @@ class Speculation(RunObserver):
                                 enumerate(islice(steps, start, None), start))
             for k, ahead in looked:
                 if j not in ahead.seen:
-                    pair = (ahead.own.position, tile_at(ahead.own.step))
+                    p = ahead.own.position
+                    if (p[0] // size, p[1] // size) not in reach:
+                        continue  # j is guessed nowhere near
+                    pair = (p, tile_at(ahead.own.step))
                     if pair == apart:
                         continue
                     if not sees(*pair):
