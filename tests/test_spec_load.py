@@ -15,6 +15,7 @@ from metropolis_env import clock
 from metropolis_env.backends.base import Backend, LLMRequest, LLMResponse
 from metropolis_env.backends.simulated import make_backend
 from metropolis_env.errors import ConfigError
+from metropolis_env.prediction import OwnState
 from metropolis_env.runtime.held import Chain, HeldCalls, Slots, Traffic, Where
 from metropolis_env.runtime.speculation import Speculation
 
@@ -154,18 +155,20 @@ class _Owner:
 
 
 class _Ahead:
-    def __init__(self):
+    def __init__(self, tile=(0, 0)):
         self.calls = HeldCalls(_Metrics(), _Owner())
+        self.own = OwnState(0, tile, "", "")
 
 
 @settings(max_examples=100, deadline=None)
 @given(ops=st.lists(st.tuples(st.sampled_from(["push", "pop", "popleft", "call", "call_gone"]),
                               st.integers(0, 10)), max_size=40))
 def test_chain_counts_held_steps_with_calls_as_a_scan_would(ops):
-    chain, gone = Chain("a", Where(1)), []
+    held = Where(1)
+    chain, gone = Chain("a", held, Where(1)), []
     for op, k in ops:
         if op == "push":
-            ahead = _Ahead()
+            ahead = _Ahead((k, 2 * k))
             for _ in range(k % 2):  # a step may have made a call before it is held (a recomputed one)
                 ahead.calls.call_started()
             chain.push(ahead)
@@ -176,6 +179,7 @@ def test_chain_counts_held_steps_with_calls_as_a_scan_would(ops):
         elif op == "call_gone" and gone:  # an adopted step's later calls
             gone[k % len(gone)].calls.call_started()
         assert chain.costly == sum(1 for a in chain.steps if a.calls.started)
+        assert sum(held.of.get("a", {}).values()) == len(chain.steps)  # its held tiles, one each
 
 
 @pytest.mark.parametrize("world", ["grid", "the_ville"])

@@ -239,14 +239,14 @@ class Chain:
     `costly`: how many of its held steps have started an LLM call (what `depth` limits), kept
     as steps are added, make their first call and leave (`push`, `popleft`, `pop`).
 
-    The tiles of the tip and the ghost are kept in `guessed` (a `Where`), as held steps' tiles
-    are in the speculation's own: what others guess of the agent is on one of them, so a
+    The tiles of its held steps are kept in `held`, those of its tip and ghost in `ends` (both
+    `Where`s shared by all chains): what others guess of the agent is on one of them, so a
     prediction finds the agent near a tile in O(neighbours) however far it is now."""
 
-    __slots__ = ("name", "guessed", "steps", "task", "room", "tip", "ghost", "costly")
+    __slots__ = ("name", "held", "ends", "steps", "task", "room", "tip", "ghost", "costly")
 
-    def __init__(self, name: str, guessed: Where):
-        self.name, self.guessed = name, guessed
+    def __init__(self, name: str, held: Where, ends: Where):
+        self.name, self.held, self.ends = name, held, ends
         self.steps: deque[Ahead] = deque()
         self.task: asyncio.Task | None = None
         self.room = asyncio.Event()
@@ -256,6 +256,7 @@ class Chain:
 
     def push(self, ahead: Ahead) -> None:
         self.steps.append(ahead)
+        self.held.add(self.name, ahead.own.position)
         ahead.calls.chain = self
         self.costly += ahead.calls.started > 0
 
@@ -266,15 +267,16 @@ class Chain:
         return self._leave(self.steps.pop())
 
     def _leave(self, ahead: Ahead) -> Ahead:
+        self.held.remove(self.name, ahead.own.position)
         ahead.calls.chain = None
         self.costly -= ahead.calls.started > 0
         return ahead
 
     def set_tip(self, tip: OwnState) -> None:
         if self.tip is not None:
-            self.guessed.remove(self.name, self.tip.position)
+            self.ends.remove(self.name, self.tip.position)
         self.tip = tip
-        self.guessed.add(self.name, tip.position)
+        self.ends.add(self.name, tip.position)
 
     def haunt(self, dropped: list[Ahead]) -> None:
         """Steps `dropped` (the chain's last ones) are being cut: keep the states they reached
@@ -287,7 +289,7 @@ class Chain:
         self.clear_ghost()
         self.ghost = ghost
         for state in ghost.values():
-            self.guessed.add(self.name, state.position)
+            self.ends.add(self.name, state.position)
 
     def ghost_at(self, step: int) -> OwnState | None:
         """The ghost's state at `step` (its last one beyond its end), or None if no ghost
@@ -300,16 +302,19 @@ class Chain:
     def pass_ghost(self, step: int) -> None:
         """The chain has computed up to `step`: the ghost before it is no longer a guess."""
         for s in [s for s in self.ghost if s < step]:
-            self.guessed.remove(self.name, self.ghost.pop(s).position)
+            self.ends.remove(self.name, self.ghost.pop(s).position)
 
     def clear_ghost(self) -> None:
         for state in self.ghost.values():
-            self.guessed.remove(self.name, state.position)
+            self.ends.remove(self.name, state.position)
         self.ghost = {}
 
     def close(self) -> None:
-        """The chain is gone: its tip and ghost are no guesses any more."""
+        """The chain is gone: its held steps (left in `steps`, for the caller to account for),
+        tip and ghost are no guesses any more."""
+        for ahead in self.steps:
+            self.held.remove(self.name, ahead.own.position)
         self.clear_ghost()
         if self.tip is not None:
-            self.guessed.remove(self.name, self.tip.position)
+            self.ends.remove(self.name, self.tip.position)
             self.tip = None

@@ -133,7 +133,6 @@ class Speculation(RunObserver):
         self.readers: dict[str, set[str]] = {}  # agent -> chains that held a step perceiving it
         self.landing: dict[str, tuple[int, asyncio.Future]] = {}  # adopted mid-step, until committed
         self.guesses = Guesses(self.env, self.chains)
-        self.where = self.guesses.held
         self.waiters: dict[str, list] = {}
         self.changed: dict[str, int] = {}
         self.last_public: dict[str, tuple] = {}
@@ -184,7 +183,7 @@ class Speculation(RunObserver):
         index = self.c.policy.index  # a set's order of names changes between processes
         for a in sorted(self.want, key=lambda a: (env.agent_step(a), index[a])):
             if not env.is_ready(a) and a not in self.chains:
-                self.chains[a] = chain = Chain(a, self.guesses.ends)
+                self.chains[a] = chain = Chain(a, self.guesses.held, self.guesses.ends)
                 self._extend(a, chain, own_state(env, a), self.c.agents[a])
         self.want.clear()
 
@@ -210,8 +209,8 @@ class Speculation(RunObserver):
                 t = tiles[s] = self.guesses.tile(j, s)
             return t
 
-        near = self.where.near(tile_at(step))
-        reach, size = self.guesses.reach(j), self.where.size
+        near = self.guesses.held.near(tile_at(step))
+        reach, size = self.guesses.reach(j), self.guesses.held.size
         for w in sorted(readers.union(watchers(env, agent), near) - {agent}, key=self.c.policy.index.__getitem__):
             chain = self.chains.get(w)
             if chain is None or not chain.steps:
@@ -275,7 +274,6 @@ class Speculation(RunObserver):
                         return
                 else:
                     chain.push(ahead)
-                    self.where.add(name, own.position)
                 action, copy = ahead.action.result(), ahead.agent
                 if self.depth == 1 and ahead.calls.adopted:
                     # Adopted while computing: at depth 1 the next step may read the agent's own
@@ -317,7 +315,6 @@ class Speculation(RunObserver):
         seen = frozenset(env._idx(p["name"]) for p in predicted["perceived"])
         ahead = Ahead(own, key, seen, copy, asyncio.get_running_loop().create_future(), llm, calls, state)
         chain.push(ahead)
-        self.where.add(name, own.position)
         mine.append(ahead)
         view = agent_view(env, predicted)
         try:
@@ -370,9 +367,7 @@ class Speculation(RunObserver):
         dropped = list(chain.steps)[k:]
         chain.haunt(dropped)  # until computed again, others take it to do what it did
         for _ in dropped:
-            gone = chain.pop()
-            self.where.remove(agent, gone.own.position)
-            self._waste(gone)
+            self._waste(chain.pop())
         self.cuts += 1
         base = chain.steps[-1].agent if chain.steps else self.c.agents[agent]
         self._extend(agent, chain, dropped[0].own, base)
@@ -384,7 +379,6 @@ class Speculation(RunObserver):
         if chain.task is not None and not chain.task.done():
             chain.task.cancel()
         for ahead in chain.steps:
-            self.where.remove(agent, ahead.own.position)
             self._waste(ahead)
         if news and chain.steps:
             self._news(agent, chain.steps[0].step + 1)
@@ -432,7 +426,7 @@ class Speculation(RunObserver):
             self._discard(agent)
             return None
         self.hits += 1
-        self.where.remove(agent, chain.popleft().own.position)
+        chain.popleft()
         chain.room.set()
         if not chain.steps and (chain.task is None or chain.task.done()):
             del self.chains[agent]
