@@ -24,8 +24,9 @@ class Guesses:
     def __init__(self, env: Any, chains: dict[str, Chain]):
         self.env, self.chains = env, chains
         radius = env._observer.perception.radius_p
+        # Both kept up to date by the chains themselves (`Chain.push`/`pop`, tips, ghosts).
         self.held = Where(radius)  # held steps' tiles
-        self.ends = Where(radius)  # chains' tips and ghosts (Chain keeps them up to date), same cells
+        self.ends = Where(radius)  # chains' tips and ghosts, on the same cells
 
     def state(self, j: int, step: int) -> OwnState | None:
         """Laggard j's state at `step` as its speculation has it (held step, ghost, tip), or
