@@ -223,6 +223,21 @@ def test_least_loaded_routing_spreads_requests():
     assert sorted(o.endpoint for o in out) == ["sim-replica-0"] * 2 + ["sim-replica-1"] * 2 + ["sim-replica-2"] * 2
 
 
+def test_round_robin_routing_deals_requests_in_turn_whatever_the_load():
+    # r0 is long (busy replica 0 for a long time); round robin still sends r3 there, where
+    # least-loaded would not
+    shapes = [(2000, 200), (100, 10), (100, 10), (100, 10)]
+    rr = make_backend(TOY_GPU, TOY_MODEL, gpus=3, tp=1, routing="round-robin")
+    out = serve_all(rr, [req(f"a{i}", i, n, m) for i, (n, m) in enumerate(shapes)], gaps=[0, 0.001, 0.002, 0.5])
+    assert [o.endpoint for o in out] == ["sim-replica-0", "sim-replica-1", "sim-replica-2", "sim-replica-0"]
+    assert rr.stats()["routing"] == "round-robin"
+    least = make_backend(TOY_GPU, TOY_MODEL, gpus=3, tp=1)
+    out = serve_all(least, [req(f"a{i}", i, n, m) for i, (n, m) in enumerate(shapes)], gaps=[0, 0.001, 0.002, 0.5])
+    assert out[3].endpoint != "sim-replica-0" and out[0].end > 0.5
+    with pytest.raises(ConfigError, match="unknown routing 'random'"):
+        make_backend(TOY_GPU, TOY_MODEL, gpus=2, tp=1, routing="random")
+
+
 def test_oversized_requests_fail_with_a_clear_error():
     cfg = toy()
     small_kv = cfg.model.weight_bytes + 2500 * cfg.model.kv_bytes_per_token

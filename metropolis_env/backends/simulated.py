@@ -1,8 +1,9 @@
 """SimulatedBackend: a batched LLM server (N GPU replicas, each a vLLM- or SGLang-like scheduler) on the loop's clock.
 
-A request arrives, is routed to the replica with the fewest outstanding requests (lowest index on
-ties; while speculative requests are in flight, the fewest non-speculative ones first) and is
-served there by the replica's scheduler (`metropolis_env.backends.scheduling`: admission in
+A request arrives, is routed to a replica (`routing`: "least-loaded", the fewest outstanding
+requests, lowest index on ties, and while speculative requests are in flight the fewest
+non-speculative ones first; or "round-robin", in turn, as SGLang v0.1's data-parallel
+controller) and is served there by the replica's scheduler (`metropolis_env.backends.scheduling`: admission in
 policy order under the batch, token and KV limits, chunked or exclusive prefill, KV blocks with
 preemption by recompute, cancellation). This module holds the cost of one iteration
 and the backend around the replicas.
@@ -35,6 +36,10 @@ __all__ = ["ServerConfig", "SimulatedBackend", "make_backend", "estimate_tokens"
 
 POLICIES = ("fcfs", "priority")
 SCHEDULERS = ("vllm", "sglang")
+#: How a request picks its replica. round-robin: SGLang v0.1.x's data-parallel controller
+#: (`--dp-size`; `load_balance_method` "round_robin" by default, dealing requests in turn without
+#: looking at load: python/sglang/srt/managers/controller/manager_multi.py).
+ROUTINGS = ("least-loaded", "round-robin")
 CHARS_PER_TOKEN = 4  # English text through a BPE tokenizer (Llama-3 averages ~4 characters/token)
 _DEFAULTS = presets.SERVER_DEFAULTS
 
@@ -67,6 +72,7 @@ class ServerConfig:
     decode_steps: int = 1
     reserved_memory_bytes: float = 0.0
     reserve_kv: bool = False
+    routing: str = "least-loaded"
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -74,6 +80,8 @@ class ServerConfig:
             raise ConfigError(f"unknown admission policy {self.policy!r}: choose one of {POLICIES}")
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"unknown scheduler {self.scheduler!r}: choose one of {SCHEDULERS}")
+        if self.routing not in ROUTINGS:
+            raise ConfigError(f"unknown routing {self.routing!r}: choose one of {ROUTINGS}")
         for knob in ("tp", "replicas", "max_batch", "max_batched_tokens", "block_size", "decode_steps"):
             if int(getattr(self, knob)) < 1:
                 raise ConfigError(f"{knob} must be >= 1, got {getattr(self, knob)!r}")
@@ -238,6 +246,7 @@ class SimulatedBackend(Backend):
         self._span_done = 0.0  # serving span of loops used before the current one
         self._speculative: dict[int, tuple[Replica, Job]] = {}  # id(request) -> where it is, until answered
         self._real = [0] * config.replicas  # non-speculative (or promoted) requests in flight per replica
+        self._turn = 0  # requests routed so far, for round-robin
 
     # -- the Backend interface -------------------------------------------------------------
 
@@ -258,18 +267,7 @@ class SimulatedBackend(Backend):
                   prompt_left=n_in, out_left=n_out, speculative=request.speculative)
         if self._first_arrival is None:
             self._first_arrival = now
-        # least outstanding, lowest index on ties: C-level passes over the counters, since with 64
-        # replicas this compares 64 of them per request. With speculative requests in flight:
-        # fewest real (non-speculative) requests first, then least outstanding: speculative ones
-        # are filler that runs behind real ones, so real load is what a request will wait behind
-        if len(reps) == 1:
-            rep = reps[0]
-        elif not self._speculative:
-            loads = self._loads
-            rep = reps[loads.index(min(loads))]
-        else:
-            loads, real = self._loads, self._real
-            rep = reps[min(range(len(reps)), key=lambda i: (real[i], loads[i]))]
+        rep = self._route()
         rep.submit(job)
         if request.speculative:
             self._speculative[id(request)] = (rep, job)
@@ -319,7 +317,7 @@ class SimulatedBackend(Backend):
         return {
             "server": cfg.name or f"{cfg.gpu.name} / {cfg.model.name}",
             "gpus": cfg.gpus, "tp": cfg.tp, "replicas": cfg.replicas, "policy": cfg.policy,
-            "scheduler": cfg.scheduler,
+            "scheduler": cfg.scheduler, "routing": cfg.routing,
             "gpu_busy_share": sum(busy) / len(busy),
             "gpu_busy_share_per_replica": busy,
             "gpu_busy_s": sum(r.busy_s for r in reps),
@@ -338,6 +336,25 @@ class SimulatedBackend(Backend):
         }
 
     # -- mechanism -----------------------------------------------------------------------------
+
+    def _route(self) -> Replica:
+        """The replica a new request goes to (`ServerConfig.routing`)."""
+        reps = self._replicas
+        if len(reps) == 1:
+            return reps[0]
+        if self.config.routing == "round-robin":
+            rep = reps[self._turn % len(reps)]
+            self._turn += 1
+            return rep
+        # least outstanding, lowest index on ties: C-level passes over the counters, since with 64
+        # replicas this compares 64 of them per request. With speculative requests in flight:
+        # fewest real (non-speculative) requests first, then least outstanding: speculative ones
+        # are filler that runs behind real ones, so real load is what a request will wait behind
+        loads = self._loads
+        if not self._speculative:
+            return reps[loads.index(min(loads))]
+        real = self._real
+        return reps[min(range(len(reps)), key=lambda i: (real[i], loads[i]))]
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Follow the caller's event loop: timers live on one loop, so a backend moves to a new
