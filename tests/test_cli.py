@@ -107,3 +107,35 @@ def test_speculation_settings_reach_the_run_and_need_speculate(tmp_path, capsys)
     assert main(["bench", "--speculate", "--speculate-horizon", "0", "--no-progress"]) == 2
     assert "horizon must be an int >= 1" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_server_options_reach_the_simulated_server_typed_and_bad_ones_are_clear_errors(tmp_path, capsys):
+    from metropolis_env.bench.config import BenchConfig
+    from metropolis_env.bench.runner import make_backend
+
+    cfg = BenchConfig.of(gpus=2, server_options=("max_batch=3", "routing=round-robin", "reserve_kv=true",
+                                                 "iteration_overhead_s=0.004"))
+    server = make_backend(cfg.llm).config
+    assert (server.max_batch, server.routing, server.reserve_kv, server.iteration_overhead_s) == \
+        (3, "round-robin", True, 0.004)
+    out = tmp_path / "opt.json"
+    args = ["bench", "--window", "busy", "--steps", "20", "--modes", "sync", "--no-progress", "--no-bounds"]
+    assert main(args + ["--server-option", "max_batch=1", "--json", str(out)]) == 0
+    assert "max_batch=1" in capsys.readouterr().out.splitlines()[0]
+    narrow = json.loads(out.read_text())
+    assert narrow["config"]["server_options"] == ["max_batch=1"]
+    assert main(args + ["--json", str(out)]) == 0
+    capsys.readouterr()
+    wide = json.loads(out.read_text())
+    # one request at a time per replica is slower than the preset's batches on the same calls
+    assert narrow["runs"][0]["completion_time_s"] > wide["runs"][0]["completion_time_s"]
+    for bad, says in [("max_batch", "expected KEY=VALUE"), ("max_batch=x", "expected an integer"),
+                      ("reserve_kv=maybe", "expected true or false"), ("gpu=a100", "set gpu with --gpu"),
+                      ("policy=fcfs", "with --policy"), ("warp=9", "no setting 'warp'"),
+                      ("max_batch=0", "max_batch must be >= 1"), ("routing=random", "unknown routing")]:
+        assert main(args + ["--server-option", bad, "--json", str(tmp_path / "bad.json")]) == 2, bad
+        assert says in capsys.readouterr().err, bad
+    assert main(["bench", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--server-option",
+                 "max_batch=2", "--no-progress"]) == 2
+    assert "sets the simulated server" in capsys.readouterr().err
+    assert not (tmp_path / "bad.json").exists()

@@ -122,7 +122,13 @@ class ServerConfig:
     model: str = option("llama-3-8b", "simulated model preset")
     gpus: int = option(1, "data-parallel GPU replicas of the simulated server (the paper's figures use 8)",
                        type=int)
-    policy: str = option("priority", "priority (smallest step first) | fcfs")
+    policy: str = option("priority", "priority: smallest step first, in the runtime's ready queue and the "
+                         "server's queue (the paper's priority) | fcfs: arrival order in both")
+    server_options: tuple[str, ...] = option(
+        (), "simulated server setting KEY=VALUE over the preset's (repeatable): any field of "
+        "backends.simulated.ServerConfig but gpu, model, replicas and policy, e.g. max_batch=8, "
+        "routing=round-robin, iteration_overhead_s=0.004 (docs/SIMULATOR.md)", flag="--server-option",
+        action="append")
     base_urls: tuple[str, ...] = option((), "OpenAI-compatible server (repeatable)", flag="--base-url",
                                         action="append")
     api_model: str | None = option(None, "model name on the real server (default: --model)")
@@ -139,6 +145,53 @@ class ServerConfig:
             raise ConfigError(f"unknown server kind {self.server!r}; choose from {tuple(SERVER_STYLES)}")
         if self.gpus < 1:
             raise ConfigError(f"gpus must be >= 1, got {self.gpus}")
+        if self.server_options and self.backend != "sim":
+            raise ConfigError("--server-option sets the simulated server; a real server (--backend openai) "
+                              "is configured where it runs")
+        if self.backend == "sim":
+            from ..backends.simulated import make_backend
+
+            # a bad preset or setting fails here, before any trace is built
+            make_backend(gpu=self.gpu, model=self.model, gpus=self.gpus, policy=self.policy, **self.sim_overrides())
+
+    def sim_overrides(self) -> dict[str, Any]:
+        """`server_options` as simulated-server settings {field: typed value}; ConfigError naming
+        the option that is malformed, unknown, set by another flag, or of the wrong type."""
+        from typing import get_type_hints
+
+        from ..backends.simulated import ServerConfig as SimServer
+
+        own_flags = {"gpu": "--gpu", "model": "--model", "replicas": "--gpus", "policy": "--policy"}
+        types = get_type_hints(SimServer)
+        out: dict[str, Any] = {}
+        for item in self.server_options:
+            key, eq, text = item.partition("=")
+            key, text = key.strip(), text.strip()
+            if not eq or not key or not text:
+                raise ConfigError(f"--server-option {item!r}: expected KEY=VALUE, e.g. max_batch=8")
+            if key in own_flags:
+                raise ConfigError(f"--server-option {item!r}: set {key} with {own_flags[key]}")
+            if key not in types:
+                known = sorted(set(types) - set(own_flags))
+                raise ConfigError(f"--server-option {item!r}: the simulated server has no setting {key!r}; "
+                                  f"choose from {known}")
+            out[key] = _typed(item, types[key], text)
+        return out
+
+
+def _typed(item: str, kind: type, text: str) -> Any:
+    """A --server-option's VALUE as the setting's type (int, float, bool or str)."""
+    if kind is bool:
+        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if text.lower() in words:
+            return words[text.lower()]
+    else:
+        try:
+            return kind(text)
+        except (TypeError, ValueError):
+            pass
+    expected = {bool: "true or false", int: "an integer", float: "a number"}.get(kind, kind.__name__)
+    raise ConfigError(f"--server-option {item!r}: expected {expected}, got {text!r}")
 
 
 @dataclass(frozen=True)

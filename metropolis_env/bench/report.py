@@ -57,7 +57,8 @@ def table(result: BenchResult) -> str:
               f"{llm.api_model or llm.model} on {len(llm.base_urls)} {llm.server} endpoint(s) (real")
     source = f"trace {t.trace_path}" if t.trace_path else f"workload {t.workload}, {t.agents} agents, window {t.window}"
     head = (f"{source}{f', first {t.steps} steps' if t.steps else ''}, "
-            f"{server}, {llm.policy}, bound {tracking.bound}, rules {tracking.rules}"
+            f"{server}, {llm.policy}{''.join(', ' + o for o in llm.server_options)}, "
+            f"bound {tracking.bound}, rules {tracking.rules}"
             f"{f', lookahead {tracking.lookahead}' if tracking.lookahead != 'off' else ''})")
     lines = [head, "",
              "| mode | time (s) | vs sync | vs single | % of oracle | parallelism | deps/agent | "

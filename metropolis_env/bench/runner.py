@@ -107,7 +107,7 @@ def make_backend(llm: ServerConfig):
     if llm.backend == "sim":
         from ..backends.simulated import make_backend as make_sim
 
-        return make_sim(gpu=llm.gpu, model=llm.model, gpus=llm.gpus, policy=llm.policy)
+        return make_sim(gpu=llm.gpu, model=llm.model, gpus=llm.gpus, policy=llm.policy, **llm.sim_overrides())
     from ..backends.openai_backend import OpenAIBackend
 
     style = SERVER_STYLES[llm.server]
@@ -139,6 +139,8 @@ def run_mode(trace, cfg: BenchConfig, mode: str, progress_position: int | None =
     with _quiet_gc():
         return run(env, agents, backend, "async" if speculation else mode, seed=cfg.trace.seed,
                    max_clusters=r.max_clusters, speculation=speculation,
+                   # the paper's priority orders both the ready queue and the server's queue
+                   ready_order="step" if llm.policy == "priority" else "arrival",
                    dependencies=trace.perceived if mode == "oracle" else None,
                    progress=r.progress, record_calls=r.record_calls, executor=executor,
                    progress_position=progress_position)
