@@ -82,3 +82,20 @@ def test_checkpoint_is_replaced_atomically(tmp_path):
     assert not [n for n in names if n.startswith(".checkpoint-")]  # no temporary left behind
     with open(tmp_path / CHECKPOINT, "rb") as f:
         assert pickle.load(f)["committed"] == {a: ckpt_job.STEPS for a in load(tmp_path)["committed"]}
+
+
+def test_a_resumed_run_keeps_its_ready_order_and_cap(tmp_path, monkeypatch):
+    from metropolis_env.runtime import resume as resume_mod
+
+    env, agents = ckpt_job.build()
+    ck = ckpt_job.Checkpointer(str(tmp_path), ckpt_job.backend_factory, every=25)
+    c = ckpt_job.Controller(env, agents, ck.build_backend(), "async", seed=7, checkpoint=ck, max_clusters=3,
+                            ready_order="arrival")
+    clock.run(c.run(), virtual=True)
+    state = load(tmp_path)
+    assert (state["ready_order"], state["max_clusters"]) == ("arrival", 3)
+    built = []
+    real = resume_mod.Controller
+    monkeypatch.setattr(resume_mod, "Controller", lambda *a, **kw: built.append(real(*a, **kw)) or built[-1])
+    resume_mod.resume(tmp_path)
+    assert (built[0].policy.ready.order, built[0].policy.max_inflight) == ("arrival", 3)

@@ -178,6 +178,37 @@ def test_oracle_and_nodep_run_every_step():
     assert m2.completion_time_s == pytest.approx(12.0)  # B alone: 4 x 3 s
 
 
+def test_ready_queue_pops_smallest_step_or_first_ready():
+    from metropolis_env.runtime.scheduling import ReadyQueue
+
+    entries = [(5, 0, "a"), (2, 1, "b"), (7, 2, "c"), (2, 0, "d")]
+    by_step, by_arrival = ReadyQueue("step"), ReadyQueue("arrival")
+    for e in entries:
+        by_step.push(e)
+        by_arrival.push(e)
+    assert [by_step.pop() for _ in entries] == sorted(entries)
+    assert [by_arrival.pop() for _ in entries] == entries
+    assert not by_step and not by_arrival
+    with pytest.raises(me.ConfigError, match="unknown ready-queue order 'lifo'"):
+        ReadyQueue("lifo")
+
+
+def test_ready_order_changes_the_dispatch_under_a_cap_and_never_the_trajectories():
+    lat = {f"agent_{i:03d}": (lambda t, i=i: 1.0 + ((i * 7 + t * 3) % 5)) for i in range(15)}
+    finals, dispatched = {}, {}
+    for mode, order in (("sync", "step"), ("async", "step"), ("async", "arrival")):
+        env = me.make("the_ville", agents=15, max_steps=25, seed=1)
+        agents = {a: OneCall(env, a, (50 + i, 60)) for i, a in enumerate(env.possible_agents)}
+        traj = []
+        _, c = _run(env, agents, LatencyBackend(lat), mode, max_clusters=3, ready_order=order,
+                    on_commit=lambda a, s, act: traj.append((a, s, env.positions[a])))
+        assert c.policy.ready.order == order
+        finals[(mode, order)] = sorted(traj)
+        dispatched[(mode, order)] = sorted((t, s, a) for a, ag in agents.items() for s, t in ag.starts)
+    assert finals[("async", "arrival")] == finals[("async", "step")] == finals[("sync", "step")]
+    assert dispatched[("async", "arrival")] != dispatched[("async", "step")]
+
+
 def test_unknown_mode_and_missing_agents_are_clear_errors():
     env = _grid_env({"A": (0, 0)}, max_steps=2)
     with pytest.raises(me.ConfigError, match="unknown mode"):

@@ -18,7 +18,6 @@ AgentStepError naming the agent and step.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import time
 from typing import Any, Callable, Iterable, Mapping
 
@@ -44,6 +43,8 @@ class Controller:
     agents: {name: Agent} for every agent of the env.
     mode: a mode name of MODES, or a SchedulingPolicy object.
     max_clusters: cap on clusters in flight at once (async mode); None = no cap.
+    ready_order: "step" (smallest step first, the paper's priority) or "arrival" (first ready,
+    first dispatched); it only matters under a cap (see scheduling.ReadyQueue).
     dependencies: for `oracle`, a callable (agent_index, step) -> indices of the agents whose
     state at time `step` that agent step reads (itself excluded).
     models: optional {agent: model name} passed on with every LLM call.
@@ -63,7 +64,7 @@ class Controller:
 
     def __init__(self, env: AsyncParallelEnv, agents: Mapping[str, Agent], backend: Backend | None,
                  mode: str | SchedulingPolicy = "async", *, seed: int | None = 0,
-                 max_clusters: int | None = None,
+                 max_clusters: int | None = None, ready_order: str = "step",
                  dependencies: Callable[[int, int], Iterable[int]] | None = None,
                  models: Mapping[str, str] | None = None, progress: bool = False,
                  record_calls: bool = False, on_commit: Callable[[str, int, Any], None] | None = None,
@@ -71,7 +72,7 @@ class Controller:
                  executor: Executor | None = None, progress_position: int | None = None,
                  observers: Iterable[RunObserver] = (), speculation: Speculation | int | None = None):
         policy = mode if isinstance(mode, SchedulingPolicy) else policy_for(
-            mode, max_clusters=max_clusters, dependencies=dependencies)
+            mode, max_clusters=max_clusters, dependencies=dependencies, ready_order=ready_order)
         missing = [a for a in env.possible_agents if a not in agents]
         if missing:
             raise ConfigError(f"no Agent given for {missing[:5]}: pass agents={{name: agent}} for every env agent")
@@ -107,7 +108,8 @@ class Controller:
             # builds them again.
             spec = None if speculation is None else speculation.settings()
             settings = {"mode": self.mode, "seed": seed, "max_clusters": policy.max_inflight
-                        if self.mode == "async" else None, "models": self.models, "speculation": spec}
+                        if self.mode == "async" else None, "ready_order": policy.ready.order,
+                        "models": self.models, "speculation": spec}
             self.observers.append(CheckpointObserver(checkpoint, env, self.agents, lambda: self.committed, settings))
         if speculation is not None:
             speculation.check(self)  # raises ConfigError for what it cannot run (policy, runner, agents)
@@ -175,11 +177,11 @@ class Controller:
     async def _drive(self, dispatch) -> None:
         """The one dispatch/ack loop of every policy.
 
-        Pops ready entries (smallest step first) while the policy's cap allows, starts each
+        Pops ready entries (in the policy's ready order) while the policy's cap allows, starts each
         eagerly (a step that makes no LLM call commits at once), and commits the in-flight ones as
         they complete, in queue order when several complete at the same instant.
         """
-        policy, heap, cap = self.policy, self.policy.heap, self.policy.max_inflight
+        policy, ready, cap = self.policy, self.policy.ready, self.policy.max_inflight
         inflight: dict[asyncio.Task, tuple] = {}
         completed: list[asyncio.Task] = []
         wake = asyncio.Event()
@@ -194,9 +196,9 @@ class Controller:
                 # Controller time: queue handling and commits, not the agents' own work, which
                 # eager dispatch runs inline.
                 ctrl = 0.0
-                while heap and (cap is None or len(inflight) < cap):
+                while ready and (cap is None or len(inflight) < cap):
                     t_ctrl = clock()
-                    entry = heapq.heappop(heap)
+                    entry = ready.pop()
                     work = policy.work(entry)
                     # Observers hear of the dispatch before the dispatcher runs: speculation may
                     # swap in an adopted copy of the agent, and a checkpoint must keep the agent

@@ -27,6 +27,7 @@ def resume(directory: str | os.PathLike, progress: bool = False) -> RunMetrics:
     spec = state.get("speculation")  # its settings; the held chains were never saved
     controller = Controller(state["env"], agents, backend, state["mode"],
                             seed=state["seed"], max_clusters=state["max_clusters"],
+                            ready_order=state.get("ready_order", "step"),
                             models=state["models"], progress=progress, checkpoint=ck,
                             resume_state=state, speculation=Speculation(**spec) if spec else None)
     return clock.run(controller.run(), virtual=backend.virtual_time)

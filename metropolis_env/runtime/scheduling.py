@@ -1,7 +1,7 @@
 """Scheduling policies: which agent-steps may run now, and what a completed one changes.
 
-A policy owns the ready queue (a heap of entries, smallest step first) and the commit of
-results; the controller's one drive loop pops entries while the policy's cap allows, runs them
+A policy owns the ready queue (`ReadyQueue`: smallest step first, or first ready first) and the
+commit of results; the controller's one drive loop pops entries while the policy's cap allows, runs them
 on a step runner and hands each completed entry back to `commit`. Policies:
 
 - `DependencyPolicy` (mode "async"): the env's dependency tracking. Ready clusters enter the queue
@@ -16,6 +16,7 @@ on a step runner and hands each completed entry back to `commit`. Policies:
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from typing import Any, Callable, Iterable, Mapping
 
 from ..errors import ConfigError
@@ -26,21 +27,53 @@ from ..wrappers import SyncParallelWrapper
 Mark = Callable[[str, int, Any], None]
 
 
+#: Orders of the ready queue: "step", smallest step first (ties by the entry: the paper's
+#: priority, which it applies both here and at the LLM server); "arrival", first ready first
+#: dispatched (the paper's ablation without priority).
+READY_ORDERS = ("step", "arrival")
+
+
+class ReadyQueue:
+    """Ready entries (tuples whose first item is the step) in dispatch order, `READY_ORDERS`.
+
+    The order matters only while entries wait, i.e. under a cap on entries in flight
+    (`max_clusters`): without one every ready entry is dispatched at once.
+    """
+
+    def __init__(self, order: str = "step"):
+        if order not in READY_ORDERS:
+            raise ConfigError(f"unknown ready-queue order {order!r}; choose one of {READY_ORDERS}")
+        self.order = order
+        self._fifo: deque[tuple] | None = deque() if order == "arrival" else None
+        self._heap: list[tuple] = []
+
+    def push(self, entry: tuple) -> None:
+        if self._fifo is not None:
+            self._fifo.append(entry)
+        else:
+            heapq.heappush(self._heap, entry)
+
+    def pop(self) -> tuple:
+        return self._fifo.popleft() if self._fifo is not None else heapq.heappop(self._heap)
+
+    def __len__(self) -> int:
+        return len(self._fifo) if self._fifo is not None else len(self._heap)
+
+
 class SchedulingPolicy:
     """The contract the drive loop relies on.
 
     name: the mode it implements (metrics and checkpoints carry it). max_inflight: cap on entries
     in flight at once (None: no cap). checkpointable: whether a run under it can be checkpointed
-    and resumed (its state lives in the env). heap: ready entries, tuples whose first item is the
-    step, popped smallest first.
+    and resumed (its state lives in the env). ready: the ready entries (`ReadyQueue`).
     """
 
     name = "?"
     max_inflight: int | None = None
     checkpointable = False
 
-    def __init__(self) -> None:
-        self.heap: list[tuple] = []
+    def __init__(self, ready_order: str = "step") -> None:
+        self.ready = ReadyQueue(ready_order)
 
     def start(self, env, mark: Mark, *, seed: int | None, fresh: bool) -> None:
         """Fill the queue: from `env.reset(seed)` when `fresh`, else from the env as it is."""
@@ -69,8 +102,8 @@ class DependencyPolicy(SchedulingPolicy):
     name = "async"
     checkpointable = True
 
-    def __init__(self, max_clusters: int | None = None):
-        super().__init__()
+    def __init__(self, max_clusters: int | None = None, ready_order: str = "step"):
+        super().__init__(ready_order)
         if max_clusters is not None and max_clusters < 1:
             raise ConfigError(f"max_clusters must be >= 1 or None, got {max_clusters}")
         self.max_inflight = max_clusters
@@ -93,7 +126,7 @@ class DependencyPolicy(SchedulingPolicy):
                 continue
             cl = env.ready_cluster(a)
             seen.update(cl)
-            heapq.heappush(self.heap, (env.agent_step(a), self.index[cl[0]], cl))
+            self.ready.push((env.agent_step(a), self.index[cl[0]], cl))
 
     def work(self, entry):
         step, _, cl = entry
@@ -144,9 +177,9 @@ class BarrierPolicy(SchedulingPolicy):
             return
         if self.sequential:
             for k, a in enumerate(agents):
-                heapq.heappush(self.heap, (step, k, (a,)))
+                self.ready.push((step, k, (a,)))
         else:
-            heapq.heappush(self.heap, (step, 0, tuple(agents)))
+            self.ready.push((step, 0, tuple(agents)))
 
     def work(self, entry):
         step, _, cl = entry
@@ -175,8 +208,9 @@ class DagPolicy(SchedulingPolicy):
     t to finish t-1) and "nodep" (None: nobody waits). No env is stepped; an agent's observation
     is {"step": t}."""
 
-    def __init__(self, dependencies: Callable[[int, int], Iterable[int]] | None = None):
-        super().__init__()
+    def __init__(self, dependencies: Callable[[int, int], Iterable[int]] | None = None,
+                 ready_order: str = "step"):
+        super().__init__(ready_order)
         self.dependencies = dependencies
         self.name = "oracle" if dependencies is not None else "nodep"
 
@@ -202,7 +236,7 @@ class DagPolicy(SchedulingPolicy):
         for j in blocking:
             self.waiting.setdefault((j, t), []).append(i)
         if not blocking:
-            heapq.heappush(self.heap, (t, i))
+            self.ready.push((t, i))
 
     def work(self, entry):
         t, i = entry
@@ -216,7 +250,7 @@ class DagPolicy(SchedulingPolicy):
         for w in self.waiting.pop((i, t + 1), ()):
             self.unmet[w] -= 1
             if self.unmet[w] == 0:
-                heapq.heappush(self.heap, (self.done[w], w))
+                self.ready.push((self.done[w], w))
         self._try_ready(i)
 
     def step_range(self):
@@ -230,16 +264,19 @@ MODES = ("async", "sync", "single", "oracle", "nodep")
 
 
 def policy_for(mode: str, *, max_clusters: int | None = None,
-               dependencies: Callable[[int, int], Iterable[int]] | None = None) -> SchedulingPolicy:
-    """The policy of a mode name (the strings of MODES)."""
+               dependencies: Callable[[int, int], Iterable[int]] | None = None,
+               ready_order: str = "step") -> SchedulingPolicy:
+    """The policy of a mode name (the strings of MODES); `ready_order` (READY_ORDERS) orders the
+    ready queue of async, oracle and nodep (sync and single have one ready entry at a time, or
+    one step's agents in a fixed order)."""
     if mode == "async":
-        return DependencyPolicy(max_clusters)
+        return DependencyPolicy(max_clusters, ready_order)
     if mode in ("sync", "single"):
         return BarrierPolicy(sequential=mode == "single")
     if mode == "oracle":
         if dependencies is None:
             raise ConfigError("mode 'oracle' needs dependencies=(agent_index, step) -> perceived agent indices")
-        return DagPolicy(dependencies)
+        return DagPolicy(dependencies, ready_order)
     if mode == "nodep":
-        return DagPolicy(None)
+        return DagPolicy(None, ready_order)
     raise ConfigError(f"unknown mode {mode!r}; choose one of {MODES}")
