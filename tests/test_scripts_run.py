@@ -29,7 +29,7 @@ SCRIPTS = {
     "benchmarks/validate_simulator.py": (["--closed-loop"], "| 64 |"),
     # the real-GPU check's report, from the results committed with it (build_model.py needs torch
     # and a GPU: benchmarks/gpu/README.md)
-    "benchmarks/gpu/report.py": ([], "| slice | async/sync real | async/sync simulated |"),
+    "benchmarks/gpu/report.py": ([], "| slice | ratio | real | simulated | real vs simulated |"),
 }
 
 
@@ -49,3 +49,25 @@ def test_script_runs_with_tiny_arguments(script):
     assert done.returncode == 0, done.stderr[-3000:]
     assert expected in done.stdout, done.stdout[-3000:]
     assert "\x1b" not in done.stdout + done.stderr  # no progress-bar escape codes in a piped run
+
+
+def test_gpu_report_merges_a_slice_run_one_mode_per_call_and_replays_its_twin(tmp_path):
+    # run.sh's longer slices write one JSON per mode (long25-sync.json, ...). Stand-ins made on the
+    # simulated twin itself must come back from the report with 0 % between "real" and simulated.
+    base = [sys.executable, "-m", "metropolis_env.cli", "bench", "--workload", "genagents-day", "--window", "busy",
+            "--agents", "25", "--steps", "12", "--gpu", "h200-transformers-serve", "--no-bounds", "--no-progress"]
+    for mode, extra in (("sync", ["--modes", "sync"]), ("async", ["--modes", "async"]),
+                        ("spec", ["--modes", "async+spec", "--speculate"])):
+        done = subprocess.run(base + extra + ["--json", str(tmp_path / f"long25-{mode}.json")], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu/report.py"), str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [ln for ln in done.stdout.splitlines() if ln.startswith("| 25 agents, 12 steps")]
+    assert [ln.split(" | ")[1] for ln in rows[:3]] == ["sync", "async", "async+spec"]
+    for row in rows[:3]:
+        real, sim = row.split(" | ")[2:4]
+        assert real == sim, row
+    assert [ln.split(" | ")[1] for ln in rows[3:]] == ["async/sync", "async+spec/sync"]
+    assert all(ln.endswith("| +0% |") for ln in rows[3:]), rows

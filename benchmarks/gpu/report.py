@@ -15,10 +15,44 @@ import sys
 from pathlib import Path
 
 from metropolis_env.backends.simulated import make_backend
+from metropolis_env.bench.config import SPEC_MODE
 from metropolis_env.bench.runner import BenchConfig, run_bench
 
 HERE = Path(__file__).parent
 CASES = (("busy25", "busy-25.npz"), ("busy100", "busy-100.npz"))
+#: The longer slices (issue 15): one JSON per mode (long25-sync.json, long25-async.json, ...),
+#: their traces generated from the workload on both sides (run this at run.sh's commit).
+LONG = ("long25", "long100")
+
+
+def _cases(results: Path):
+    """(name, {mode: real run}, real config, trace file or None) for each case with results."""
+    for name, trace in CASES:
+        path = results / f"{name}.json"
+        if path.exists():
+            real = json.loads(path.read_text())
+            yield name, {r["mode"]: r for r in real["runs"]}, real["config"], HERE / "traces" / trace
+    for name in LONG:
+        runs, config = {}, None
+        for path in sorted(results.glob(f"{name}-*.json")):
+            real = json.loads(path.read_text())
+            runs.update({r["mode"]: r for r in real["runs"]})
+            if config is None or SPEC_MODE in runs and config.get("speculate") is None:
+                config = real["config"]  # the speculation settings come from the file that used them
+        if runs:
+            order = ("single", "sync", "async", SPEC_MODE)
+            yield name, {m: runs[m] for m in sorted(runs, key=lambda m: order.index(m))}, config, None
+
+
+def _twin(runs: dict, config: dict, trace: Path | None):
+    """The same calls on the simulated preset calibrated to the real server."""
+    spec = config.get("speculate") if SPEC_MODE in runs else None
+    where = ({"trace_path": str(trace)} if trace is not None else
+             {"workload": config["workload"], "agents": config["agents"], "window": config["window"],
+              "seed": config["seed"]})
+    cfg = BenchConfig.of(**where, steps=config["steps"], gpu="h200-transformers-serve", gpus=1,
+                         modes=tuple(runs), speculate=spec, progress=False, lower_bounds=False)
+    return run_bench(cfg)
 
 
 def main() -> None:
@@ -30,25 +64,20 @@ def main() -> None:
            "| slice | mode | real time (s) | simulated (s) | real parallelism | simulated parallelism |",
            "|---|---|---|---|---|---|"]
     ratios = []
-    for name, trace in CASES:
-        path = results / f"{name}.json"
-        if not path.exists():
-            continue
-        real = json.loads(path.read_text())
-        modes = tuple(r["mode"] for r in real["runs"])
-        cfg = BenchConfig.of(trace_path=str(HERE / "traces" / trace), steps=real["config"]["steps"],
-                             gpu="h200-transformers-serve", gpus=1, modes=modes, progress=False, lower_bounds=False)
-        sim = run_bench(cfg)
-        calls = real["runs"][0]["llm_calls"]
-        label = f"{name[4:]} agents, {real['config']['steps']} steps, {calls} calls"
-        for r in real["runs"]:
-            s = sim.runs[r["mode"]]
-            out.append(f"| {label} | {r['mode']} | {r['completion_time_s']:.1f} | {s.completion_time_s:.1f} | "
+    for name, runs, config, trace in _cases(results):
+        sim = _twin(runs, config, trace)
+        calls = next(iter(runs.values()))["llm_calls"]
+        label = f"{name[4:]} agents, {config['steps']} steps, {calls} calls"
+        for mode, r in runs.items():
+            s = sim.runs[mode]
+            out.append(f"| {label} | {mode} | {r['completion_time_s']:.1f} | {s.completion_time_s:.1f} | "
                        f"{r['parallelism']:.2f} | {s.parallelism:.2f} |")
-        real_t = {r["mode"]: r["completion_time_s"] for r in real["runs"]}
-        ratios.append((label, real_t["sync"] / real_t["async"], sim.ratio("async", "sync")))
-    out += ["", "| slice | async/sync real | async/sync simulated |", "|---|---|---|"]
-    out += [f"| {label} | {r:.2f}x | {s:.2f}x |" for label, r, s in ratios]
+        real_t = {m: r["completion_time_s"] for m, r in runs.items()}
+        for fast in ("async", SPEC_MODE):
+            if fast in real_t and "sync" in real_t:
+                ratios.append((label, f"{fast}/sync", real_t["sync"] / real_t[fast], sim.ratio(fast, "sync")))
+    out += ["", "| slice | ratio | real | simulated | real vs simulated |", "|---|---|---|---|---|"]
+    out += [f"| {label} | {what} | {r:.2f}x | {s:.2f}x | {100 * (r / s - 1):+.0f}% |" for label, what, r, s in ratios]
 
     prof_path = results / "profile.json"
     if prof_path.exists():
