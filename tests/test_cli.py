@@ -71,6 +71,11 @@ def test_bad_bench_arguments_are_clear_errors(capsys):
     assert "--base-url" in capsys.readouterr().err
     assert main(["bench", "--gpu", "tpu-v9", "--steps", "2", "--no-progress", "--no-bounds"]) == 2
     assert "unknown GPU" in capsys.readouterr().err
+    assert main(["bench", "--first-step", "-1", "--no-progress"]) == 2
+    assert "first step must be >= 0" in capsys.readouterr().err
+    assert main(["bench", "--window", "quiet", "--first-step", "360", "--steps", "2", "--no-progress",
+                 "--no-bounds"]) == 2
+    assert "--first-step 360 is past the end: this trace has 360 steps" in capsys.readouterr().err
 
 
 def test_best_sets_our_settings_and_refuses_to_mix_with_them(tmp_path, capsys):

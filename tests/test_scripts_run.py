@@ -51,23 +51,31 @@ def test_script_runs_with_tiny_arguments(script):
     assert "\x1b" not in done.stdout + done.stderr  # no progress-bar escape codes in a piped run
 
 
-def test_gpu_report_merges_a_slice_run_one_mode_per_call_and_replays_its_twin(tmp_path):
-    # run.sh's longer slices write one JSON per mode (long25-sync.json, ...). Stand-ins made on the
-    # simulated twin itself must come back from the report with 0 % between "real" and simulated.
+def test_gpu_report_joins_a_slice_run_case_by_case_and_replays_its_twin(tmp_path):
+    # run.sh's longer slices write one JSON per case: sync in two halves, async, async+spec.
+    # Stand-ins made on the simulated twin itself must come back from the report with 0 % between
+    # "real" and simulated (the halves of sync add up to the whole slice exactly); an incomplete
+    # slice (one half of sync) is left out with a note.
     base = [sys.executable, "-m", "metropolis_env.cli", "bench", "--workload", "genagents-day", "--window", "busy",
-            "--agents", "25", "--steps", "12", "--gpu", "h200-transformers-serve", "--no-bounds", "--no-progress"]
-    for mode, extra in (("sync", ["--modes", "sync"]), ("async", ["--modes", "async"]),
-                        ("spec", ["--modes", "async+spec", "--speculate"])):
-        done = subprocess.run(base + extra + ["--json", str(tmp_path / f"long25-{mode}.json")], cwd=ROOT,
+            "--gpu", "h200-transformers-serve", "--no-bounds", "--no-progress"]
+    cases = {"long25-sync-a": ["--agents", "25", "--steps", "30", "--modes", "sync"],
+             "long25-sync-b": ["--agents", "25", "--first-step", "30", "--steps", "30", "--modes", "sync"],
+             "long25-async": ["--agents", "25", "--steps", "60", "--modes", "async"],
+             "long25-spec": ["--agents", "25", "--steps", "60", "--modes", "async+spec", "--speculate"],
+             "long100-sync-b": ["--agents", "100", "--first-step", "10", "--steps", "10", "--modes", "sync"]}
+    for name, args in cases.items():
+        done = subprocess.run(base + args + ["--json", str(tmp_path / f"{name}.json")], cwd=ROOT,
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu/report.py"), str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = [ln for ln in done.stdout.splitlines() if ln.startswith("| 25 agents, 12 steps")]
+    rows = [ln for ln in done.stdout.splitlines() if ln.startswith("| 25 agents, 60 steps")]
     assert [ln.split(" | ")[1] for ln in rows[:3]] == ["sync", "async", "async+spec"]
     for row in rows[:3]:
         real, sim = row.split(" | ")[2:4]
         assert real == sim, row
     assert [ln.split(" | ")[1] for ln in rows[3:]] == ["async/sync", "async+spec/sync"]
     assert all(ln.endswith("| +0% |") for ln in rows[3:]), rows
+    assert "100 agents" not in done.stdout
+    assert "long100 sync: the results cover steps [(10, 20)] of 0..19" in done.stderr

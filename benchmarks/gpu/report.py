@@ -20,9 +20,19 @@ from metropolis_env.bench.runner import BenchConfig, run_bench
 
 HERE = Path(__file__).parent
 CASES = (("busy25", "busy-25.npz"), ("busy100", "busy-100.npz"))
-#: The longer slices (issue 15): one JSON per mode (long25-sync.json, long25-async.json, ...),
-#: their traces generated from the workload on both sides (run this at run.sh's commit).
-LONG = ("long25", "long100")
+#: The longer slices (issue 15), {name: steps}: one JSON per run.sh case (long25-sync-a.json,
+#: long25-sync-b.json: the two halves of sync; long25-async.json; long25-spec.json), their traces
+#: generated from the workload on both sides (run this at run.sh's commit).
+LONG = {"long25": 60, "long100": 20}
+ORDER = ("single", "sync", "async", SPEC_MODE)
+
+
+def _joined(parts: list[dict]) -> dict:
+    """One run of consecutive slices run one after the other: times and calls add up (exact for
+    sync, whose server is empty at every barrier); parallelism is time-weighted."""
+    t = sum(p["completion_time_s"] for p in parts)
+    return dict(parts[0], completion_time_s=t, llm_calls=sum(p["llm_calls"] for p in parts),
+                parallelism=sum(p["parallelism"] * p["completion_time_s"] for p in parts) / t)
 
 
 def _cases(results: Path):
@@ -32,16 +42,26 @@ def _cases(results: Path):
         if path.exists():
             real = json.loads(path.read_text())
             yield name, {r["mode"]: r for r in real["runs"]}, real["config"], HERE / "traces" / trace
-    for name in LONG:
-        runs, config = {}, None
+    for name, steps in LONG.items():
+        runs, parts, config = {}, {}, None
         for path in sorted(results.glob(f"{name}-*.json")):
             real = json.loads(path.read_text())
-            runs.update({r["mode"]: r for r in real["runs"]})
-            if config is None or SPEC_MODE in runs and config.get("speculate") is None:
+            first = real["config"].get("first_step", 0)
+            for r in real["runs"]:
+                parts.setdefault(r["mode"], []).append((first, first + real["config"]["steps"], r))
+            if config is None or SPEC_MODE in parts and config.get("speculate") is None:
                 config = real["config"]  # the speculation settings come from the file that used them
+        for mode, got in parts.items():
+            got.sort(key=lambda p: p[0])
+            covered = [(a, b) for a, b, _ in got]
+            if [a for a, _ in covered] != [0] + [b for _, b in covered[:-1]] or covered[-1][1] != steps:
+                print(f"{name} {mode}: the results cover steps {covered} of 0..{steps - 1}, not all of them "
+                      f"once: left out (run the missing run.sh case)", file=sys.stderr)
+                continue
+            runs[mode] = _joined([r for _, _, r in got])
         if runs:
-            order = ("single", "sync", "async", SPEC_MODE)
-            yield name, {m: runs[m] for m in sorted(runs, key=lambda m: order.index(m))}, config, None
+            config = dict(config, steps=steps, first_step=0)
+            yield name, {m: runs[m] for m in sorted(runs, key=ORDER.index)}, config, None
 
 
 def _twin(runs: dict, config: dict, trace: Path | None):
@@ -77,7 +97,7 @@ def main() -> None:
             if fast in real_t and "sync" in real_t:
                 ratios.append((label, f"{fast}/sync", real_t["sync"] / real_t[fast], sim.ratio(fast, "sync")))
     out += ["", "| slice | ratio | real | simulated | real vs simulated |", "|---|---|---|---|---|"]
-    out += [f"| {label} | {what} | {r:.2f}x | {s:.2f}x | {100 * (r / s - 1):+.0f}% |" for label, what, r, s in ratios]
+    out += [f"| {label} | {what} | {r:.2f}x | {s:.2f}x | {round(100 * (r / s - 1)):+d}% |" for label, what, r, s in ratios]
 
     prof_path = results / "profile.json"
     if prof_path.exists():

@@ -56,7 +56,11 @@ def table(result: BenchResult) -> str:
               if llm.backend == "sim" else
               f"{llm.api_model or llm.model} on {len(llm.base_urls)} {llm.server} endpoint(s) (real")
     source = f"trace {t.trace_path}" if t.trace_path else f"workload {t.workload}, {t.agents} agents, window {t.window}"
-    head = (f"{source}{f', first {t.steps} steps' if t.steps else ''}, "
+    if t.first_step:
+        source += f", steps {t.first_step}-{t.first_step + t.steps - 1}" if t.steps else f", from step {t.first_step}"
+    elif t.steps:
+        source += f", first {t.steps} steps"
+    head = (f"{source}, "
             f"{server}, {llm.policy}{''.join(', ' + o for o in llm.server_options)}, "
             f"bound {tracking.bound}, rules {tracking.rules}"
             f"{f', lookahead {tracking.lookahead}' if tracking.lookahead != 'off' else ''})")

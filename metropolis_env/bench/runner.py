@@ -10,7 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errors import portable
+from ..errors import ConfigError, portable
 from ..runtime.controller import run
 from ..runtime.metrics import RunMetrics
 from ..workloads.promises import plan_ahead
@@ -84,8 +84,8 @@ class BenchResult:
 
 
 def load_trace(cfg: BenchConfig):
-    """The workload trace of `cfg` (or the saved trace file `cfg.trace.trace_path`), cut to its
-    first `cfg.trace.steps` steps if set."""
+    """The workload trace of `cfg` (or the saved trace file `cfg.trace.trace_path`), cut to the
+    `cfg.trace.steps` steps from `cfg.trace.first_step` if set (re-based to step 0)."""
     from ..workloads import load_workload
 
     t = cfg.trace
@@ -95,8 +95,12 @@ def load_trace(cfg: BenchConfig):
         trace = Trace.load(t.trace_path)
     else:
         trace = load_workload(t.workload, agents=t.agents, seed=t.seed, window=t.window)
-    if t.steps is not None and t.steps < trace.n_steps:
-        trace = trace.window(0, t.steps)
+    if t.first_step >= trace.n_steps:
+        raise ConfigError(f"--first-step {t.first_step} is past the end: this trace has {trace.n_steps} steps "
+                          f"(0..{trace.n_steps - 1})")
+    end = trace.n_steps if t.steps is None else min(trace.n_steps, t.first_step + t.steps)
+    if t.first_step or end < trace.n_steps:
+        trace = trace.window(t.first_step, end)
     if cfg.tracking.lookahead == "plan-ahead":
         trace = plan_ahead(trace)  # the workload of personas that plan ahead, for every mode
     return trace
