@@ -56,14 +56,16 @@ def test_the_command_line_defaults_are_the_configs_defaults():
 def test_every_flag_lands_in_its_section():
     a = build_parser().parse_args([
         "bench", "--workload", "the_ville-morning", "--agents", "50", "--window", "full", "--seed", "3",
-        "--steps", "9", "--trace", "t.npz", "--backend", "openai", "--base-url", "http://a", "--base-url",
+        "--steps", "9", "--first-step", "5", "--trace", "t.npz", "--backend", "openai", "--base-url", "http://a", "--base-url",
         "http://b", "--api-model", "m", "--server", "sglang", "--timeout", "7", "--rules", "versioned",
         "--lookahead", "--bound", "map", "--modes", "sync,async", "--max-clusters", "4", "--actors", "2",
-        "--address", "auto", "--jobs", "1", "--no-progress", "--no-bounds"])
+        "--address", "auto", "--jobs", "1", "--no-progress", "--no-bounds", "--policy", "fcfs",
+        "--server-option", "max_batch=8", "--server-option", "routing=round-robin"])
     cfg = _config(a, BenchOutputs())
-    assert cfg.trace == TraceConfig("the_ville-morning", 50, "full", 3, 9, "t.npz")
+    assert cfg.trace == TraceConfig("the_ville-morning", 50, "full", 3, 9, "t.npz", first_step=5)
     assert (cfg.llm.backend, cfg.llm.base_urls, cfg.llm.api_model, cfg.llm.server, cfg.llm.timeout_s) == (
         "openai", ("http://a", "http://b"), "m", "sglang", 7.0)
+    assert (cfg.llm.policy, cfg.llm.server_options) == ("fcfs", ("max_batch=8", "routing=round-robin"))
     assert cfg.tracking == BEST  # a bare --lookahead means persona
     assert cfg.run == RunConfig(modes=("sync", "async"), max_clusters=4, ray_address="auto", ray_actors=2,
                                 jobs=1, progress=False, lower_bounds=False)

@@ -102,10 +102,10 @@ class TraceConfig:
     window: str = option("busy", "full | busy (12-1 PM) | quiet (6-7 AM)")
     seed: int = option(0, "seeds the workload's synthetic trace and the env's start positions", type=int)
     steps: int | None = option(None, "replay only the window's first N steps (default: all of them)", type=int)
+    trace_path: str | None = option(None, "replay a trace file saved with Trace.save instead", flag="--trace")
     first_step: int = option(0, "replay from the window's step S on (with --steps N: steps S..S+N-1); sync "
                              "times add up over consecutive slices, since its server is empty at every barrier",
                              type=int)
-    trace_path: str | None = option(None, "replay a trace file saved with Trace.save instead", flag="--trace")
 
     def validate(self) -> None:
         if self.window not in WINDOWS:
