@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 
 from ..runtime.agent import StepContext
 from ..spaces import TEXT_MAX, move_offsets, sanitize_text

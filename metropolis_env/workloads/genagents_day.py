@@ -360,7 +360,6 @@ def _simulate(names: list[str], places: _Places, rng: np.random.Generator, steps
     world = places.world
     n = len(names)
     minute = 60 // SECONDS_PER_STEP
-    grid = GRID_MIN * minute
     sched = [_schedule(a, places, rng) for a in names]
 
     def next_subtask_after(t: int) -> int:
