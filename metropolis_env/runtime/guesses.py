@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..prediction import OwnState, observation_key, predict
+from ..prediction import OwnState, observation_key, predict_plain
 from .held import Ahead, Chain, Where
 
 
@@ -42,16 +42,22 @@ class Guesses:
             return steps[k].own
         return chain.ghost_at(step) or chain.tip
 
+    def public(self, j: int, step: int):
+        """Laggard j's public state (tile, activity, utterance) at `step` as guessed, or None."""
+        there = self.state(j, step)
+        return None if there is None else there.public
+
     def tile(self, j: int, step: int):
         """Agent j's tile at `step` as predictions take it: guessed, else where it is."""
         there = self.state(j, step)
         return self.env._tracker.pos[j] if there is None else there.position
 
     def predict(self, agent: str, own: OwnState) -> dict:
-        """`agent`'s observation at `own.step` in state `own`, laggards as guessed."""
+        """`agent`'s observation at `own.step` in state `own`, laggards as guessed (plain:
+        `prediction.predict_plain`)."""
         env, p = self.env, own.position
         nearby = [env._idx(a) for a in self.held.near(p) | self.ends.near(p)]
-        return predict(env, agent, own, self.state, nearby)[0]
+        return predict_plain(env, agent, own, self.public, nearby)
 
     def reach(self, j: int) -> set[tuple[int, int]]:
         """The cells of `held`'s grid from which agent j may be perceived at some step, wherever it
