@@ -27,6 +27,11 @@ class Guesses:
         # Both kept up to date by the chains themselves (`Chain.push`/`pop`, tips, ghosts).
         self.held = Where(radius)  # held steps' tiles
         self.ends = Where(radius)  # chains' tips and ghosts, on the same cells
+        self.index = {a: j for j, a in enumerate(env.possible_agents)}
+        # The agents found near each cell, while neither grid changes (the news re-predicts
+        # runs of held steps on one tile, chain after chain, between changes).
+        self._near: dict[tuple[int, int], list[int]] = {}
+        self._near_at = (-1, -1)
 
     def state(self, j: int, step: int) -> OwnState | None:
         """Laggard j's state at `step` as its speculation has it (held step, ghost, tip), or
@@ -55,9 +60,16 @@ class Guesses:
     def predict(self, agent: str, own: OwnState) -> dict:
         """`agent`'s observation at `own.step` in state `own`, laggards as guessed (plain:
         `prediction.predict_plain`)."""
-        env, p = self.env, own.position
-        nearby = [env._idx(a) for a in self.held.near(p) | self.ends.near(p)]
-        return predict_plain(env, agent, own, self.public, nearby)
+        held, ends, p = self.held, self.ends, own.position
+        if self._near_at != (held.version, ends.version):
+            self._near.clear()
+            self._near_at = (held.version, ends.version)
+        cell = held.cell(p)
+        nearby = self._near.get(cell)
+        if nearby is None:
+            index = self.index
+            nearby = self._near[cell] = [index[a] for a in held.near(p) | ends.near(p)]
+        return predict_plain(self.env, agent, own, self.public, nearby)
 
     def reach(self, j: int) -> set[tuple[int, int]]:
         """The cells of `held`'s grid from which agent j may be perceived at some step, wherever it
