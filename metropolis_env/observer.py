@@ -113,18 +113,44 @@ class Observer:
             "action_mask": move_mask(self.world, p, self.max_vel),
         }
 
+    def plain(self, i: int) -> dict:
+        """`full(i)` without its arrays: the same keys and values, tiles as tuples, no action
+        mask (a function of the position). What speculation compares a prediction with, cheaply."""
+        tr, names, public = self.tracker, self.names, self.public_state
+        p, step = tr.pos[i], tr.step[i]
+        at = public.at
+        return {
+            "position": p,
+            "step": step,
+            "location": self.location(p),
+            "activity": public.activity[i],
+            "utterance": public.utterance[i],
+            "perceived": tuple({"name": names[j], "position": q, "activity": activity, "utterance": utterance}
+                               for j in self.perceived(i) for q, activity, utterance in (at(tr, j, step),)),
+        }
+
     def predict(self, i: int, step: int, own: tuple[Tile, str, str],
                 guess: Callable[[int, int], tuple[Tile, str, str] | None] | None = None,
                 nearby: Iterable[int] = ()) -> tuple[dict, bool]:
         """The observation (`full`'s layout) agent i would get at `step`, being then in state `own`
         = (tile, activity, utterance), if no laggard entered its view; and whether a laggard is in
-        that predicted view. Agents at or ahead of `step` are read as the rules read them then;
-        laggards where they are now, or as `guess(j, step)` has them when it answers (`nearby`:
-        more agents whose guessed tile may be near, beside those near it now). Reads only.
-        """
+        that predicted view: `dress(predict_plain(...))`."""
+        plain, lagging = self.predict_plain(i, step, own, guess, nearby)
+        return self.dress(plain), lagging
+
+    def predict_plain(self, i: int, step: int, own: tuple[Tile, str, str],
+                      guess: Callable[[int, int], tuple[Tile, str, str] | None] | None = None,
+                      nearby: Iterable[int] = ()) -> tuple[dict, bool]:
+        """`predict`'s observation as `plain` has it (tiles as tuples, no action mask). Agents at
+        or ahead of `step` are read as the rules read them then; laggards where they are now, or
+        as `guess(j, step)` has them when it answers. `nearby` must hold every laggard whose
+        guessed tile may lie within the perception radius of `own`'s: the others are looked for
+        only near that tile as they are now. Reads only."""
         tr, public, names = self.tracker, self.public_state, self.names
         p = own[0]
-        reach = self.perception.radius_p + max(0, tr.max_step - step) * self.max_vel
+        # Near p now: laggards where they are (guessed ones far from it are in `nearby` if
+        # they are guessed near), and agents ahead within reach of where they are read at step.
+        reach = public.reach(tr, step, self.perception.radius_p)
         states = {}
         for j in chain(tr.near(p, reach), nearby):
             if j == i or j in states:
@@ -137,15 +163,29 @@ class Observer:
         seen = self.perception.perceived(p, [(j, s[0]) for j, s in states.items()])
         lagging = any(tr.step[j] < step for j in seen)
         return {
-            "position": np.array(p, dtype=np.int64),
+            "position": p,
             "step": step,
             "location": self.location(p),
             "activity": own[1],
             "utterance": own[2],
-            "perceived": tuple({"name": names[j], "position": np.array(states[j][0], dtype=np.int64),
+            "perceived": tuple({"name": names[j], "position": states[j][0],
                                 "activity": states[j][1], "utterance": states[j][2]} for j in seen),
-            "action_mask": move_mask(self.world, p, self.max_vel),
         }, lagging
+
+    def dress(self, plain: dict) -> dict:
+        """The observation dict of the observation space (`full`'s) of a `plain` one: tiles as
+        int64 arrays, and the action mask."""
+        p = plain["position"]
+        return {
+            "position": np.array(p, dtype=np.int64),
+            "step": plain["step"],
+            "location": plain["location"],
+            "activity": plain["activity"],
+            "utterance": plain["utterance"],
+            "perceived": tuple({"name": q["name"], "position": np.array(q["position"], dtype=np.int64),
+                                "activity": q["activity"], "utterance": q["utterance"]} for q in plain["perceived"]),
+            "action_mask": move_mask(self.world, p, self.max_vel),
+        }
 
     def vector(self, i: int, perceived: list[int]) -> np.ndarray:
         """The vector observation (vector.py) of ready agent `i`."""

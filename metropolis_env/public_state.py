@@ -25,6 +25,11 @@ class CurrentState:
         """(tile, activity, last utterance) of j as a reader at `step` perceives it."""
         return tracker.pos[j], self.activity[j], self.utterance[j]
 
+    def reach(self, tracker, step: int, radius: int) -> int:
+        """How far from a tile (Chebyshev) an agent at or ahead of `step` may be now if its tile
+        as read at `step` (`at`) lies within `radius` of it: here it is read where it is now."""
+        return radius
+
     def candidates(self, tracker, i: int, radius: int) -> list[tuple[int, Tile]]:
         """(j, tile at i's step) of every other agent that may be within Chebyshev `radius` of
         i then, a superset (i ready: nobody behind can be in its view, see rules.py)."""
@@ -49,11 +54,15 @@ class VersionedState(CurrentState):
     def at(self, tracker, j: int, step: int) -> tuple[Tile, str, str]:
         return self.versions.at(j, step)
 
+    def reach(self, tracker, step: int, radius: int) -> int:
+        # Agents ahead are read at `step`: their tile then is within their lead's worth of moves
+        # of where they are now.
+        return radius + max(0, tracker.max_step - step) * tracker.max_vel
+
     def candidates(self, tracker, i: int, radius: int) -> list[tuple[int, Tile]]:
-        # Agents ahead are read at i's step: their tile then is within their lead's worth of
-        # moves of where they are now. Agents behind cannot be perceived: i is ready.
+        # Agents behind cannot be perceived: i is ready.
         t, step, at = tracker.step[i], tracker.step, self.versions.at
-        reach = radius + (tracker.max_step - t) * tracker.max_vel
+        reach = self.reach(tracker, t, radius)
         return [(j, at(j, t)[0]) for j in tracker.near(tracker.pos[i], reach) if j != i and step[j] >= t]
 
     def record(self, tracker, members: Sequence[int]) -> None:

@@ -22,7 +22,7 @@ from metropolis_env import clock
 from metropolis_env.agents.village import VillagerAgent
 from metropolis_env.backends.base import Backend, LLMResponse
 from metropolis_env.backends.replay import RecordingBackend, ReplayBackend
-from metropolis_env.prediction import predict_observation
+from metropolis_env.prediction import plain_observation, predict_observation
 from metropolis_env.runtime import Controller
 from metropolis_env.runtime import speculation as spec_module
 from metropolis_env.runtime.speculation import Speculation
@@ -265,6 +265,10 @@ def test_predict_observation_reads_only_and_is_exact_for_ready_agents(rules):
         predicted = predict_observation(env, a)
         if env.is_ready(a):
             assert spec_module.observation_key(predicted) == spec_module.observation_key(env.observe(a))
+            # the hit test's cheap observation: the real one's key, values, tiles as tuples
+            plain, real = plain_observation(env, a), env.observe(a)
+            assert spec_module.observation_key(plain) == spec_module.observation_key(real)
+            assert plain["position"] == tuple(real["position"]) and _seen(plain) == _seen(real)
         after = predict_observation(env, a, [{"move": 0, "activity": "x", "utterance": "y"}])
         assert (after["step"], after["activity"], after["utterance"]) == (env.agent_step(a) + 1, "x", "y")
         # the env's method is the same read-only prediction

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..prediction import OwnState, observation_key, predict
+from ..prediction import OwnState, observation_key, predict_plain
 from .held import Ahead, Chain, Where
 
 
@@ -27,6 +27,11 @@ class Guesses:
         # Both kept up to date by the chains themselves (`Chain.push`/`pop`, tips, ghosts).
         self.held = Where(radius)  # held steps' tiles
         self.ends = Where(radius)  # chains' tips and ghosts, on the same cells
+        self.index = {a: j for j, a in enumerate(env.possible_agents)}
+        # The agents found near each cell, while neither grid changes (the news re-predicts
+        # runs of held steps on one tile, chain after chain, between changes).
+        self._near: dict[tuple[int, int], list[int]] = {}
+        self._near_at = (-1, -1)
 
     def state(self, j: int, step: int) -> OwnState | None:
         """Laggard j's state at `step` as its speculation has it (held step, ghost, tip), or
@@ -42,16 +47,29 @@ class Guesses:
             return steps[k].own
         return chain.ghost_at(step) or chain.tip
 
+    def public(self, j: int, step: int):
+        """Laggard j's public state (tile, activity, utterance) at `step` as guessed, or None."""
+        there = self.state(j, step)
+        return None if there is None else there.public
+
     def tile(self, j: int, step: int):
         """Agent j's tile at `step` as predictions take it: guessed, else where it is."""
         there = self.state(j, step)
         return self.env._tracker.pos[j] if there is None else there.position
 
     def predict(self, agent: str, own: OwnState) -> dict:
-        """`agent`'s observation at `own.step` in state `own`, laggards as guessed."""
-        env, p = self.env, own.position
-        nearby = [env._idx(a) for a in self.held.near(p) | self.ends.near(p)]
-        return predict(env, agent, own, self.state, nearby)[0]
+        """`agent`'s observation at `own.step` in state `own`, laggards as guessed (plain:
+        `prediction.predict_plain`)."""
+        held, ends, p = self.held, self.ends, own.position
+        if self._near_at != (held.version, ends.version):
+            self._near.clear()
+            self._near_at = (held.version, ends.version)
+        cell = held.cell(p)
+        nearby = self._near.get(cell)
+        if nearby is None:
+            index = self.index
+            nearby = self._near[cell] = [index[a] for a in held.near(p) | ends.near(p)]
+        return predict_plain(self.env, agent, own, self.public, nearby)
 
     def reach(self, j: int) -> set[tuple[int, int]]:
         """The cells of `held`'s grid from which agent j may be perceived at some step, wherever it

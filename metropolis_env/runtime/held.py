@@ -191,8 +191,10 @@ class Where:
         self.size = radius + 1
         self.cells: dict[tuple[int, int], dict[str, int]] = {}
         self.of: dict[str, dict[tuple[int, int], int]] = {}  # the same counts, by agent
+        self.version = 0  # changes with every add and remove: what `near` found is still so while equal
 
     def add(self, agent: str, tile) -> None:
+        self.version += 1
         key = (tile[0] // self.size, tile[1] // self.size)
         cell = self.cells.setdefault(key, {})
         cell[agent] = cell.get(agent, 0) + 1
@@ -200,6 +202,7 @@ class Where:
         mine[key] = mine.get(key, 0) + 1
 
     def remove(self, agent: str, tile) -> None:
+        self.version += 1
         key = (tile[0] // self.size, tile[1] // self.size)
         cell = self.cells[key]
         cell[agent] -= 1

@@ -30,7 +30,7 @@ from itertools import islice
 from typing import Any
 
 from ..errors import AgentStepError, ConfigError, MetropolisError
-from ..prediction import (VIEWS, OwnState, agent_view, full_observation, observation_key, own_after, own_state,
+from ..prediction import (VIEWS, OwnState, agent_view, observation_key, own_after, own_state, plain_observation,
                           watchers)
 from . import eager
 from .agent import LLMClient
@@ -421,7 +421,7 @@ class Speculation(RunObserver):
             self._discard(agent)
             return None
         failed = ahead.action.done() and (ahead.action.cancelled() or ahead.action.exception() is not None)
-        if failed or observation_key(full_observation(self.env, agent)) != ahead.key:
+        if failed or observation_key(plain_observation(self.env, agent)) != ahead.key:
             self.misses += 1
             self._discard(agent)
             return None
