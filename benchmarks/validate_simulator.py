@@ -61,6 +61,8 @@ MECHANISMS = [
     ("default server", (), "the default `l4` (SGLang v0.1-like), dispatch unlimited"),
     ("round-robin routing", ("--server-option", "routing=round-robin"),
      "SGLang v0.1's data-parallel controller deals requests in turn, blind to load"),
+    ("per-agent routing", ("--server-option", "routing=per-agent"),
+     "each agent pinned to one GPU: busy neighbourhoods queue on their GPU while others idle"),
     ("8 running per GPU", ("--server-option", "max_batch=8"),
      "a server that holds requests back: at most 8 running per GPU, about the paper's 6.4 in flight"),
     ("dispatch cap 51", ("--max-clusters", "51"), "ready clusters wait for one of 51 workers (the paper's parallelism)"),

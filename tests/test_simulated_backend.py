@@ -223,7 +223,7 @@ def test_least_loaded_routing_spreads_requests():
     assert sorted(o.endpoint for o in out) == ["sim-replica-0"] * 2 + ["sim-replica-1"] * 2 + ["sim-replica-2"] * 2
 
 
-def test_round_robin_routing_deals_requests_in_turn_whatever_the_load():
+def test_round_robin_deals_requests_in_turn_and_per_agent_pins_each_agent_whatever_the_load():
     # r0 is long (busy replica 0 for a long time); round robin still sends r3 there, where
     # least-loaded would not
     shapes = [(2000, 200), (100, 10), (100, 10), (100, 10)]
@@ -234,6 +234,11 @@ def test_round_robin_routing_deals_requests_in_turn_whatever_the_load():
     least = make_backend(TOY_GPU, TOY_MODEL, gpus=3, tp=1)
     out = serve_all(least, [req(f"a{i}", i, n, m) for i, (n, m) in enumerate(shapes)], gaps=[0, 0.001, 0.002, 0.5])
     assert out[3].endpoint != "sim-replica-0" and out[0].end > 0.5
+    pinned = make_backend(TOY_GPU, TOY_MODEL, gpus=3, tp=1, routing="per-agent")
+    agents = ["a", "b", "c", "d", "a", "d", "b"]
+    out = serve_all(pinned, [req(a, k) for k, a in enumerate(agents)])
+    homes = {"a": "sim-replica-0", "b": "sim-replica-1", "c": "sim-replica-2", "d": "sim-replica-0"}
+    assert [o.endpoint for o in out] == [homes[a] for a in agents]
     with pytest.raises(ConfigError, match="unknown routing 'random'"):
         make_backend(TOY_GPU, TOY_MODEL, gpus=2, tp=1, routing="random")
 

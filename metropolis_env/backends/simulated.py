@@ -2,8 +2,8 @@
 
 A request arrives, is routed to a replica (`routing`: "least-loaded", the fewest outstanding
 requests, lowest index on ties, and while speculative requests are in flight the fewest
-non-speculative ones first; or "round-robin", in turn, as SGLang v0.1's data-parallel
-controller) and is served there by the replica's scheduler (`metropolis_env.backends.scheduling`: admission in
+non-speculative ones first; "round-robin", in turn, as SGLang v0.1's data-parallel
+controller; or "per-agent", each agent to one replica) and is served there by the replica's scheduler (`metropolis_env.backends.scheduling`: admission in
 policy order under the batch, token and KV limits, chunked or exclusive prefill, KV blocks with
 preemption by recompute, cancellation). This module holds the cost of one iteration
 and the backend around the replicas.
@@ -38,8 +38,10 @@ POLICIES = ("fcfs", "priority")
 SCHEDULERS = ("vllm", "sglang")
 #: How a request picks its replica. round-robin: SGLang v0.1.x's data-parallel controller
 #: (`--dp-size`; `load_balance_method` "round_robin" by default, dealing requests in turn without
-#: looking at load: python/sglang/srt/managers/controller/manager_multi.py).
-ROUTINGS = ("least-loaded", "round-robin")
+#: looking at load: python/sglang/srt/managers/controller/manager_multi.py). per-agent: every
+#: request of an agent to one replica, agents dealt in turn as they first call (client-side
+#: pinning, as deployments that keep an agent's prefix cache on one server do).
+ROUTINGS = ("least-loaded", "round-robin", "per-agent")
 CHARS_PER_TOKEN = 4  # English text through a BPE tokenizer (Llama-3 averages ~4 characters/token)
 _DEFAULTS = presets.SERVER_DEFAULTS
 
@@ -247,6 +249,7 @@ class SimulatedBackend(Backend):
         self._speculative: dict[int, tuple[Replica, Job]] = {}  # id(request) -> where it is, until answered
         self._real = [0] * config.replicas  # non-speculative (or promoted) requests in flight per replica
         self._turn = 0  # requests routed so far, for round-robin
+        self._homes: dict[str, int] = {}  # agent -> its replica, for per-agent
 
     # -- the Backend interface -------------------------------------------------------------
 
@@ -267,7 +270,7 @@ class SimulatedBackend(Backend):
                   prompt_left=n_in, out_left=n_out, speculative=request.speculative)
         if self._first_arrival is None:
             self._first_arrival = now
-        rep = self._route()
+        rep = self._route(request.agent)
         rep.submit(job)
         if request.speculative:
             self._speculative[id(request)] = (rep, job)
@@ -337,12 +340,18 @@ class SimulatedBackend(Backend):
 
     # -- mechanism -----------------------------------------------------------------------------
 
-    def _route(self) -> Replica:
-        """The replica a new request goes to (`ServerConfig.routing`)."""
+    def _route(self, agent: str) -> Replica:
+        """The replica a new request of `agent` goes to (`ServerConfig.routing`)."""
         reps = self._replicas
         if len(reps) == 1:
             return reps[0]
-        if self.config.routing == "round-robin":
+        routing = self.config.routing
+        if routing == "per-agent":
+            home = self._homes.get(agent)
+            if home is None:
+                home = self._homes[agent] = len(self._homes) % len(reps)
+            return reps[home]
+        if routing == "round-robin":
             rep = reps[self._turn % len(reps)]
             self._turn += 1
             return rep
