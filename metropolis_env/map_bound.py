@@ -190,6 +190,8 @@ class MapBound:
         R, S, K, v, r = self.window, self._size, self.horizon, self.max_vel, self.radius_p
         pad, P = self._pad, self._size + self._pad
         inf = K + 1  # "farther than the horizon"; uint8 arithmetic stays below 256
+        # m is capped at K, so a walk of K moves matters no more than none: both searches stop
+        # at K - 1 (a seed of G = K could only give H = K, which the cap gives anyway).
         moves = [(dx, dy) for dy in range(-v, v + 1) for dx in range(-v, v + 1) if dx or dy]
         res = []
         for x, y in tiles:
@@ -201,7 +203,7 @@ class MapBound:
             # F: moves from the source (inf beyond the horizon).
             F = np.full((S + 2 * pad, P), inf, dtype=np.uint8)
             if walk[R, R]:
-                walks = shortest_walks(walk, (R, R), moves, limit=K)
+                walks = shortest_walks(walk, (R, R), moves, limit=K - 1)
                 F[pad:pad + S, :S] = np.where(walks >= 0, walks, inf)
             F = F.ravel()
             # G(q): fewest moves from the source to a tile from which q is perceivable (the
@@ -213,7 +215,7 @@ class MapBound:
             np.maximum(G, block, out=G)
             # H(b) = min over q of G(q) + walk(q, b) = m(source, b): one multi-source walk.
             G = G.reshape(S + 2 * pad, P)[pad:pad + S, :S]
-            H = shortest_walks(walk, np.where(G < inf, G, -1).astype(np.int32), moves, limit=K)
+            H = shortest_walks(walk, np.where(G < inf, G, -1).astype(np.int32), moves, limit=K - 1)
             m = np.where(H >= 0, H, K).astype(self._dtype)
             if v != 1:
                 m *= v
@@ -247,7 +249,7 @@ class MapBound:
             u0 = max(zy0 - y + pad - r, 0) * P
             u1 = min(zy1 - y + pad + r, n_rows) * P
             in_z = zone[u0:u1] == z
-            M = _min_filter(np.where(in_z, F[u0:u1], inf).astype(np.uint8), r, P)
+            M = _min_filter(np.where(in_z, F[u0:u1], inf).astype(np.uint8, copy=False), r, P)
             np.copyto(G[u0:u1], M, where=in_z)  # each cell is in one zone: no min needed
         return G
 

@@ -105,6 +105,8 @@ class TileMap:
 
 
 _FIELD_CACHE_BYTES = 64 << 20
+#: shortest_walks' mark of a blocked tile while it searches (never returned).
+_BLOCKED = np.iinfo(np.int32).max
 
 
 def _distance_field(tmap: TileMap, target: Tile, max_vel: int) -> np.ndarray:
@@ -125,20 +127,20 @@ def shortest_walks(walkable: np.ndarray, seeds, moves, limit: int | None = None)
     a seed costs its value plus its moves; -1: not a seed). Raises ValueError if a target tile
     is not walkable.
     """
-    # Breadth-first search by whole wavefronts (numpy over the frontier), on a copy of the grid
-    # padded with blocked tiles so that neighbour indices never wrap around a row. Seeds of
-    # value d join the wavefront of distance d.
+    # Breadth-first search by whole wavefronts (numpy over the frontier), on a grid padded with
+    # blocked tiles so that neighbour indices never wrap around a row. Seeds of value d join the
+    # wavefront of distance d. `dist` is -1 on open unreached tiles and `_BLOCKED` on blocked
+    # ones, so one read tells whether a tile may still be reached.
     h, w = walkable.shape
     pad = max(max(abs(dx), abs(dy)) for dx, dy in moves)
     pw = w + 2 * pad
-    open_ = np.zeros((h + 2 * pad, pw), dtype=bool)
-    open_[pad:pad + h, pad:pad + w] = walkable
-    open_flat = open_.ravel()
-    dist = np.full(open_flat.shape, -1, dtype=np.int32)
+    dist2d = np.full((h + 2 * pad, pw), _BLOCKED, dtype=np.int32)
+    dist2d[pad:pad + h, pad:pad + w] = np.where(walkable, -1, _BLOCKED)
+    dist = dist2d.ravel()
     if isinstance(seeds, np.ndarray):
         ys, xs = np.nonzero((seeds >= 0) & walkable)
         values = seeds[ys, xs].astype(np.int64)
-        order = np.argsort(values, kind="stable")
+        order = values.argsort(kind="stable")
         seed_at = ((ys + pad) * pw + xs + pad).astype(np.int64)[order]
         values = values[order]
     else:
@@ -151,26 +153,32 @@ def shortest_walks(walkable: np.ndarray, seeds, moves, limit: int | None = None)
     top = np.iinfo(np.int32).max if limit is None else int(limit)
     frontier = np.zeros(0, dtype=np.int64)
     k = 0  # seeds before k have joined
-    d = int(values[0]) if values.size else 0
+    # joined[d - first]: how many seeds have joined by the wavefront of distance d (looked up
+    # once, unless the seed values are too sparse for a table)
+    first = d = int(values[0]) if values.size else 0
+    span = min(int(values[-1]), top) - first + 1 if values.size else 0
+    joined = (values.searchsorted(np.arange(first, first + span), side="right").tolist()
+              if span <= 4 * values.size + 64 else None)
     while (frontier.size or k < values.size) and d <= top:
         nxt = (frontier[:, None] + offsets).ravel()
-        k1 = int(np.searchsorted(values, d, side="right"))
-        if k1 > k:
-            nxt = np.concatenate((nxt, seed_at[k:k1]))
-            k = k1
-        nxt = nxt[open_flat[nxt] & (dist[nxt] < 0)]
+        if k < values.size:
+            k1 = joined[d - first] if joined is not None else int(values.searchsorted(d, side="right"))
+            if k1 > k:
+                nxt = np.concatenate((nxt, seed_at[k:k1]))
+                k = k1
+        nxt = nxt[dist[nxt] == -1]
         # Deduplicate without sorting (tiles reached from two frontier tiles): write each entry's
-        # position into `dist`, keep the entries that read their own position back, then
-        # store the real distance.
-        order = np.arange(nxt.size, dtype=np.int32)
-        dist[nxt] = -2 - order
-        nxt = nxt[dist[nxt] == -2 - order]
+        # tag (-2 - its position) into `dist`, keep the entries that read their own tag back,
+        # then store the real distance.
+        tag = np.arange(-2, -2 - nxt.size, -1, dtype=np.int32)
+        dist[nxt] = tag
+        nxt = nxt[dist[nxt] == tag]
         dist[nxt] = d
         frontier = nxt
         d += 1
         if not frontier.size and k < values.size:
             d = max(d, int(values[k]))  # skip to the next seed's wavefront
-    out = np.ascontiguousarray(dist.reshape(open_.shape)[pad:pad + h, pad:pad + w])
+    out = np.where(walkable, dist2d[pad:pad + h, pad:pad + w], -1).astype(np.int32, copy=False)
     out.setflags(write=False)
     return out
 

@@ -3,6 +3,7 @@ perception zones, read from package data only."""
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import metropolis_env as me
 from metropolis_env import world as W
 from metropolis_env.spaces import move_offsets
+from metropolis_env.workloads.walking import MOVES4
 
 
 def bfs(world: me.TileMap, target, max_vel: int) -> np.ndarray:
@@ -142,6 +144,46 @@ def test_distance_field_equals_bfs_on_the_ville(target, max_vel):
     assert np.array_equal(field, bfs(m, target, max_vel))
     assert field[target[1], target[0]] == 0
     assert (field[~m.walkable] == -1).all()
+
+
+def walks_reference(walkable, seeds, moves, limit=None) -> np.ndarray:
+    """Plain Dijkstra from seeded start values (unit moves): the obviously correct walks."""
+    h, w = walkable.shape
+    dist = np.full((h, w), -1, dtype=np.int64)
+    heap = [(int(seeds[y, x]), x, y) for y, x in zip(*np.nonzero((seeds >= 0) & walkable))]
+    heapq.heapify(heap)
+    while heap:
+        d, x, y = heapq.heappop(heap)
+        if dist[y, x] >= 0 or (limit is not None and d > limit):
+            continue
+        dist[y, x] = d
+        for dx, dy in moves:
+            nx, ny = x + dx, y + dy
+            if 0 <= nx < w and 0 <= ny < h and walkable[ny, nx] and dist[ny, nx] < 0:
+                heapq.heappush(heap, (d + 1, nx, ny))
+    return dist
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_shortest_walks_equal_dijkstra_on_random_grids(seed):
+    # seeded starts (dense and sparse values), limits, 4-connected and box moves
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(1, 30, size=2)
+    walkable = rng.random((h, w)) < rng.uniform(0.3, 0.95)
+    moves = [MOVES4, [o for o in move_offsets(1) if o != (0, 0)],
+             [o for o in move_offsets(2) if o != (0, 0)]][seed % 3]
+    top = [3, 40, 10 ** 6][seed % 4 % 3]
+    seeds = np.where(rng.random((h, w)) < 0.05, rng.integers(0, top, size=(h, w)), -1)
+    limit = [None, int(rng.integers(0, 12))][seed % 2]
+    got = W.shortest_walks(walkable, seeds, moves, limit=limit)
+    assert got.dtype == np.int32 and got.shape == (h, w) and not got.flags.writeable
+    assert np.array_equal(got, walks_reference(walkable, seeds, moves, limit))
+    if walkable.any():
+        ys, xs = np.nonzero(walkable)
+        one = np.full((h, w), -1)
+        one[ys[0], xs[0]] = 0
+        assert np.array_equal(W.shortest_walks(walkable, (xs[0], ys[0]), moves, limit=limit),
+                              walks_reference(walkable, one, moves, limit))
 
 
 def test_distance_field_marks_unreachable_tiles():
