@@ -168,6 +168,7 @@ class MapBound:
         # The cache is derived data: rebuilt on demand, never pickled into checkpoints.
         state = dict(self.__dict__)
         state["_fields"] = {}
+        state.pop("_colors", None)  # derived from the map: rebuilt on demand
         return state
 
     def _store(self, a: Tile, f: np.ndarray) -> None:
@@ -232,42 +233,79 @@ class MapBound:
 
     def _zone_min(self, F: np.ndarray, corner: tuple[int, int], inf: int) -> np.ndarray:
         """min of F over each cell's perception box restricted to its zone (F flat, padded).
-        One zone at a time on the rows of its bounding box: rooms are small, only the street
-        spans the window."""
+        One colour of zones at a time (zones of a colour lie more than radius_p apart, so no
+        box holds cells of two of them), on the rows of their bounding boxes."""
         S, r, pad = self._size, self.radius_p, self._pad
         P = S + pad
         y, x = corner
+        color_map, color_of = self._zone_colors
         zone = np.full((S + 2 * pad, P), -1, dtype=np.int32)
         zone[pad:pad + S, :S] = self._zone[y:y + S, x:x + S]
-        zone = zone.ravel()
+        color = np.full((S + 2 * pad, P), -1, dtype=np.int32)
+        color[pad:pad + S, :S] = color_map[y:y + S, x:x + S]
+        color = color.ravel()
+        rows: dict[int, tuple[int, int]] = {}  # colour -> rows of its zones reached here
+        boxes = self._zone_boxes
+        for z in np.unique(zone.ravel()[F < inf]).tolist():
+            c, zy0, zy1 = color_of[z], boxes[z][0], boxes[z][1] + 1
+            c0, c1 = rows.get(c, (zy0, zy1))
+            rows[c] = (min(c0, zy0), max(c1, zy1))
         G = np.full_like(F, inf)
-        bbox = self._zone_bbox
         n_rows = S + 2 * pad
-        for z in np.unique(zone[F < inf]).tolist():
-            zy0, zy1 = bbox[z]
-            # rows of this zone's cells, widened by r: the min filter must see all of them
+        for c, (zy0, zy1) in rows.items():
+            # rows of these zones' cells, widened by r: the min filter must see all of them
             u0 = max(zy0 - y + pad - r, 0) * P
             u1 = min(zy1 - y + pad + r, n_rows) * P
-            in_z = zone[u0:u1] == z
-            M = _min_filter(np.where(in_z, F[u0:u1], inf).astype(np.uint8, copy=False), r, P)
-            np.copyto(G[u0:u1], M, where=in_z)  # each cell is in one zone: no min needed
+            in_c = color[u0:u1] == c
+            M = _min_filter(np.where(in_c, F[u0:u1], inf).astype(np.uint8, copy=False), r, P)
+            np.copyto(G[u0:u1], M, where=in_c)  # each cell has one colour: no min needed
         return G
 
     @property
-    def _zone_bbox(self) -> dict[int, tuple[int, int]]:
-        """First and last row + 1 (padded map coordinates) of every zone."""
+    def _zone_boxes(self) -> dict[int, tuple[int, int, int, int]]:
+        """First and last row and column (padded map coordinates) of every zone."""
         try:
-            return self.__dict__["_bbox"]
+            return self.__dict__["_boxes"]
         except KeyError:
             pass
         ys, xs = np.nonzero(self._zone >= 0)
         ids, inv = np.unique(self._zone[ys, xs], return_inverse=True)
-        y0 = np.full(len(ids), np.iinfo(np.int64).max)
-        y1 = np.full(len(ids), -1)
-        np.minimum.at(y0, inv, ys)
-        np.maximum.at(y1, inv, ys)
-        out = {int(z): (int(a), int(b) + 1) for z, a, b in zip(ids, y0, y1)}
-        self.__dict__["_bbox"] = out
+        lo = np.full((2, len(ids)), np.iinfo(np.int64).max)
+        hi = np.full((2, len(ids)), -1)
+        for i, v in enumerate((ys, xs)):
+            np.minimum.at(lo[i], inv, v)
+            np.maximum.at(hi[i], inv, v)
+        out = {int(z): (int(a), int(b), int(c), int(d))
+               for z, a, b, c, d in zip(ids, lo[0], hi[0], lo[1], hi[1])}
+        self.__dict__["_boxes"] = out
+        return out
+
+    @property
+    def _zone_colors(self) -> tuple[np.ndarray, dict[int, int]]:
+        """A colouring of the padded zone map (-1 off the map) and each zone's colour: greedy,
+        by bounding box, so that zones of one colour lie more than radius_p apart (Chebyshev)
+        and one min filter serves them all. Rooms far apart share a colour."""
+        try:
+            return self.__dict__["_colors"]
+        except KeyError:
+            pass
+        boxes = self._zone_boxes
+        ids = list(boxes)
+        y0, y1, x0, x1 = np.array(list(boxes.values()), dtype=np.int64).reshape(-1, 4).T
+        colors = np.full(len(ids), -1, dtype=np.int64)
+        r = self.radius_p
+        for i in range(len(ids)):
+            near = (np.maximum(y0 - y1[i], y0[i] - y1) <= r) & (np.maximum(x0 - x1[i], x0[i] - x1) <= r)
+            used = set(colors[near].tolist())
+            c = 0
+            while c in used:
+                c += 1
+            colors[i] = c
+        color_of = dict(zip(ids, colors.tolist()))
+        lut = np.full(max(ids, default=0) + 2, -1, dtype=np.int32)
+        lut[ids] = colors
+        color_map = lut[self._zone]  # zone -1 (off the map) reads lut[-1] = -1
+        out = self.__dict__["_colors"] = (color_map, color_of)
         return out
 
 
