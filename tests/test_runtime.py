@@ -179,10 +179,10 @@ def test_oracle_and_nodep_run_every_step():
 
 
 def test_ready_queue_pops_smallest_step_or_first_ready():
-    from metropolis_env.runtime.scheduling import ReadyQueue
+    from metropolis_env.runtime.scheduling import ready_queue
 
     entries = [(5, 0, "a"), (2, 1, "b"), (7, 2, "c"), (2, 0, "d")]
-    by_step, by_arrival = ReadyQueue("step"), ReadyQueue("arrival")
+    by_step, by_arrival = ready_queue("step"), ready_queue("arrival")
     for e in entries:
         by_step.push(e)
         by_arrival.push(e)
@@ -190,7 +190,7 @@ def test_ready_queue_pops_smallest_step_or_first_ready():
     assert [by_arrival.pop() for _ in entries] == entries
     assert not by_step and not by_arrival
     with pytest.raises(me.ConfigError, match="unknown ready-queue order 'lifo'"):
-        ReadyQueue("lifo")
+        ready_queue("lifo")
 
 
 def test_ready_order_changes_the_dispatch_under_a_cap_and_never_the_trajectories():

@@ -1,8 +1,9 @@
 """Scheduling policies: which agent-steps may run now, and what a completed one changes.
 
-A policy owns the ready queue (`ReadyQueue`: smallest step first, or first ready first) and the
-commit of results; the controller's one drive loop pops entries while the policy's cap allows, runs them
-on a step runner and hands each completed entry back to `commit`. Policies:
+A policy owns the ready queue (`ReadyQueue`: smallest step first, or `ArrivalQueue`: first
+ready first) and the commit of results; the controller's one drive loop pops entries while the
+policy's cap allows, runs them on a step runner and hands each completed entry back to
+`commit`. Policies:
 
 - `DependencyPolicy` (mode "async"): the env's dependency tracking. Ready clusters enter the queue
   as the env makes them ready; each completed cluster is submitted to the env at once.
@@ -34,30 +35,52 @@ READY_ORDERS = ("step", "arrival")
 
 
 class ReadyQueue:
-    """Ready entries (tuples whose first item is the step) in dispatch order, `READY_ORDERS`.
+    """Ready entries (tuples whose first item is the step), smallest step first (ties by the
+    entry). `ready_queue(order)` makes the queue of an order of `READY_ORDERS`.
 
     The order matters only while entries wait, i.e. under a cap on entries in flight
     (`max_clusters`): without one every ready entry is dispatched at once.
     """
 
-    def __init__(self, order: str = "step"):
-        if order not in READY_ORDERS:
-            raise ConfigError(f"unknown ready-queue order {order!r}; choose one of {READY_ORDERS}")
-        self.order = order
-        self._fifo: deque[tuple] | None = deque() if order == "arrival" else None
+    order = "step"
+
+    def __init__(self) -> None:
         self._heap: list[tuple] = []
 
     def push(self, entry: tuple) -> None:
-        if self._fifo is not None:
-            self._fifo.append(entry)
-        else:
-            heapq.heappush(self._heap, entry)
+        heapq.heappush(self._heap, entry)
 
     def pop(self) -> tuple:
-        return self._fifo.popleft() if self._fifo is not None else heapq.heappop(self._heap)
+        return heapq.heappop(self._heap)
 
     def __len__(self) -> int:
-        return len(self._fifo) if self._fifo is not None else len(self._heap)
+        return len(self._heap)
+
+
+class ArrivalQueue(ReadyQueue):
+    """Ready entries first ready, first dispatched."""
+
+    order = "arrival"
+
+    def __init__(self) -> None:
+        self._fifo: deque[tuple] = deque()
+
+    def push(self, entry: tuple) -> None:
+        self._fifo.append(entry)
+
+    def pop(self) -> tuple:
+        return self._fifo.popleft()
+
+    def __len__(self) -> int:
+        return len(self._fifo)
+
+
+def ready_queue(order: str = "step") -> ReadyQueue:
+    """An empty ready queue of `order` (READY_ORDERS)."""
+    for kind in (ReadyQueue, ArrivalQueue):
+        if kind.order == order:
+            return kind()
+    raise ConfigError(f"unknown ready-queue order {order!r}; choose one of {READY_ORDERS}")
 
 
 class SchedulingPolicy:
@@ -73,7 +96,7 @@ class SchedulingPolicy:
     checkpointable = False
 
     def __init__(self, ready_order: str = "step") -> None:
-        self.ready = ReadyQueue(ready_order)
+        self.ready = ready_queue(ready_order)
 
     def start(self, env, mark: Mark, *, seed: int | None, fresh: bool) -> None:
         """Fill the queue: from `env.reset(seed)` when `fresh`, else from the env as it is."""
