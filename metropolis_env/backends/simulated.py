@@ -2,11 +2,11 @@
 
 A request arrives, is routed to a replica (`routing`: "least-loaded", the fewest outstanding
 requests, lowest index on ties, and while speculative requests are in flight the fewest
-non-speculative ones first; "round-robin", in turn, as SGLang v0.1's data-parallel
-controller; or "per-agent", each agent to one replica) and is served there by the replica's scheduler (`metropolis_env.backends.scheduling`: admission in
-policy order under the batch, token and KV limits, chunked or exclusive prefill, KV blocks with
-preemption by recompute, cancellation). This module holds the cost of one iteration
-and the backend around the replicas.
+non-speculative ones first; "round-robin", in turn, as SGLang v0.1's data-parallel controller;
+or "per-agent", each agent to one replica) and is served there by the replica's scheduler
+(`metropolis_env.backends.scheduling`: admission in policy order under the batch, token and KV
+limits, chunked or exclusive prefill, KV blocks with preemption by recompute, cancellation).
+This module holds the cost of one iteration and the backend around the replicas.
 
 Iteration time (`ServerConfig.iteration_time`), a roofline plus a fixed per-iteration cost:
     t = overhead + max(bytes / (BW * mem_efficiency), flops / (FLOPS * compute_efficiency))

@@ -154,10 +154,14 @@ class ServerConfig:
             raise ConfigError("--server-option sets the simulated server; a real server (--backend openai) "
                               "is configured where it runs")
         if self.backend == "sim":
-            from ..backends.simulated import make_backend
+            self.simulated()  # a bad preset or setting fails here, before any trace is built
 
-            # a bad preset or setting fails here, before any trace is built
-            make_backend(gpu=self.gpu, model=self.model, gpus=self.gpus, policy=self.policy, **self.sim_overrides())
+    def simulated(self):
+        """A fresh simulated server of these settings (`backends.simulated.make_backend`)."""
+        from ..backends.simulated import make_backend
+
+        return make_backend(gpu=self.gpu, model=self.model, gpus=self.gpus, policy=self.policy,
+                            **self.sim_overrides())
 
     def sim_overrides(self) -> dict[str, Any]:
         """`server_options` as simulated-server settings {field: typed value}; ConfigError naming

@@ -109,9 +109,7 @@ def load_trace(cfg: BenchConfig):
 def make_backend(llm: ServerConfig):
     """A fresh backend for one run (no state carried between modes)."""
     if llm.backend == "sim":
-        from ..backends.simulated import make_backend as make_sim
-
-        return make_sim(gpu=llm.gpu, model=llm.model, gpus=llm.gpus, policy=llm.policy, **llm.sim_overrides())
+        return llm.simulated()
     from ..backends.openai_backend import OpenAIBackend
 
     style = SERVER_STYLES[llm.server]
